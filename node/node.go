@@ -1,0 +1,214 @@
+// Package node wires every part of an Amarula node together: configuration,
+// storage, leases, membership, sessions, the HTTP API. cmd/node is a thin
+// wrapper around Main; end-to-end tests start Main on port 0.
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Version is the build version, set with -ldflags "-X ...node.Version=…".
+var Version = "dev"
+
+// Main is one running node.
+type Main struct {
+	Config Config
+	Logger *slog.Logger
+
+	// Out receives the one-time printout of a generated admin key.
+	Out io.Writer
+
+	Registry *prometheus.Registry
+
+	mu       sync.Mutex
+	listener net.Listener
+	server   *http.Server
+	ready    func(context.Context) error
+	closers  []func(context.Context) error
+}
+
+// NewLogger builds the slog logger the config asks for.
+func NewLogger(cfg Config, w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: lvl}
+	var h slog.Handler
+	if cfg.LogFormat == "json" {
+		h = slog.NewJSONHandler(w, opts)
+	} else {
+		h = slog.NewTextHandler(w, opts)
+	}
+	return slog.New(h).With("node", cfg.NodeName)
+}
+
+// New builds a node from a validated config. Nothing is started yet.
+func New(cfg Config, logger *slog.Logger) *Main {
+	if logger == nil {
+		logger = NewLogger(cfg, os.Stderr)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return &Main{Config: cfg, Logger: logger, Out: os.Stdout, Registry: reg}
+}
+
+// Addr returns the address the HTTP server listens on (after Open).
+func (m *Main) Addr() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.listener == nil {
+		return ""
+	}
+	return m.listener.Addr().String()
+}
+
+// URL returns http://<listen address> (after Open).
+func (m *Main) URL() string {
+	addr := m.Addr()
+	if strings.HasPrefix(addr, "[::]:") || strings.HasPrefix(addr, "0.0.0.0:") {
+		_, port, _ := net.SplitHostPort(addr)
+		addr = "127.0.0.1:" + port
+	}
+	return "http://" + addr
+}
+
+// Open prepares the data directory, opens storage and the other backends,
+// and binds the HTTP listener. Run serves.
+func (m *Main) Open(ctx context.Context) error {
+	if err := os.MkdirAll(m.Config.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir %s: %w", m.Config.DataDir, err)
+	}
+	if err := m.ensureAdminKey(); err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"status":"ok"}`)
+	})
+	mux.HandleFunc("GET /readyz", m.serveReady)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry}))
+
+	l, err := net.Listen("tcp", m.Config.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", m.Config.Listen, err)
+	}
+	m.mu.Lock()
+	m.listener = l
+	m.server = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(m.Logger.Handler(), slog.LevelWarn),
+	}
+	m.mu.Unlock()
+	return nil
+}
+
+func (m *Main) serveReady(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	m.mu.Lock()
+	ready := m.ready
+	m.mu.Unlock()
+	if ready != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := ready(ctx); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, `{"error":{"code":"not_ready","message":%q}}`, err.Error())
+			return
+		}
+	}
+	_, _ = io.WriteString(w, `{"status":"ready"}`)
+}
+
+// ensureAdminKey generates an admin key when none is configured, keeps it in
+// the data dir (mode 0600) so restarts reuse it, and prints it once.
+func (m *Main) ensureAdminKey() error {
+	if m.Config.AdminKey != "" {
+		return nil
+	}
+	path := filepath.Join(m.Config.DataDir, "admin.key")
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) >= 16 {
+		m.Config.AdminKey = strings.TrimSpace(string(b))
+		m.Logger.Info("admin key loaded from data dir", "path", path)
+		return nil
+	}
+	var raw [24]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return fmt.Errorf("generate admin key: %w", err)
+	}
+	key := "amadm_" + hex.EncodeToString(raw[:])
+	if err := os.WriteFile(path, []byte(key+"\n"), 0o600); err != nil {
+		return fmt.Errorf("store admin key: %w", err)
+	}
+	m.Config.AdminKey = key
+	fmt.Fprintf(m.Out, "Generated admin key (printed once, kept in %s):\n  %s\n", path, key)
+	return nil
+}
+
+// Run serves until ctx is cancelled, then shuts down within the configured
+// timeout: stop accepting, stop sessions, flush, close backends.
+func (m *Main) Run(ctx context.Context) error {
+	m.mu.Lock()
+	srv, l := m.server, m.listener
+	m.mu.Unlock()
+	if srv == nil {
+		return errors.New("node: Run before Open")
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	m.Logger.Info("node serving", "addr", l.Addr().String(), "version", Version, "single_node", m.Config.SingleNode())
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	return errors.Join(serveErr, m.shutdown())
+}
+
+func (m *Main) shutdown() error {
+	ctx, cancel := context.WithTimeout(context.Background(), m.Config.ShutdownTimeout)
+	defer cancel()
+	start := time.Now()
+	m.Logger.Info("shutting down", "budget", m.Config.ShutdownTimeout)
+	var errs []error
+	m.mu.Lock()
+	srv := m.server
+	closers := m.closers
+	m.closers = nil
+	m.mu.Unlock()
+	if err := srv.Shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+	}
+	for i := len(closers) - 1; i >= 0; i-- {
+		if err := closers[i](ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	m.Logger.Info("shut down", "took", time.Since(start).Round(time.Millisecond))
+	return errors.Join(errs...)
+}
+
+// onClose registers a function run at shutdown, in reverse order.
+func (m *Main) onClose(f func(context.Context) error) {
+	m.mu.Lock()
+	m.closers = append(m.closers, f)
+	m.mu.Unlock()
+}
