@@ -1,0 +1,701 @@
+package lease
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"strings"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// EtcdConfig configures the etcd Manager. Zero values take the defaults
+// documented on each field (see DefaultEtcdConfig).
+type EtcdConfig struct {
+	// Cluster is the key prefix segment: keys live under /amarula/<Cluster>/.
+	// Default "default".
+	Cluster string
+	// Node is this node's unique name. Required.
+	Node string
+	// TTL of the node's etcd lease (AMARULA_LEASE_TTL). Default 10s.
+	// etcd counts in whole seconds; the TTL is rounded up.
+	TTL time.Duration
+	// SafetyMargin: the node self-fences when it has not renewed its lease
+	// for TTL − SafetyMargin, i.e. SafetyMargin before the server could
+	// expire it. It must cover the time sessions need to stop after Done
+	// closes. Default TTL/4.
+	SafetyMargin time.Duration
+	// RenewInterval between successful keep-alives. Default TTL/5. After a
+	// failed keep-alive the manager retries every RetryInterval.
+	RenewInterval time.Duration
+	// RetryInterval between keep-alive attempts after a failure, and the
+	// initial back-off for re-granting a lost lease. Default 250ms.
+	RetryInterval time.Duration
+	// Fencer raises the storage fence on Acquire. Required.
+	Fencer Fencer
+	// Logger; default discards.
+	Logger *slog.Logger
+	// Meta is published in the node key (e.g. "api": the node's API URL).
+	Meta map[string]string
+}
+
+// DefaultEtcdConfig returns the defaults for cluster and node.
+func DefaultEtcdConfig(cluster, node string) EtcdConfig {
+	ttl := 10 * time.Second
+	return EtcdConfig{
+		Cluster:       cluster,
+		Node:          node,
+		TTL:           ttl,
+		SafetyMargin:  ttl / 4,
+		RenewInterval: ttl / 5,
+		RetryInterval: 250 * time.Millisecond,
+	}
+}
+
+func (c *EtcdConfig) setDefaults() {
+	if c.Cluster == "" {
+		c.Cluster = "default"
+	}
+	if c.TTL <= 0 {
+		c.TTL = 10 * time.Second
+	}
+	if c.SafetyMargin <= 0 {
+		c.SafetyMargin = c.TTL / 4
+	}
+	if c.RenewInterval <= 0 {
+		c.RenewInterval = c.TTL / 5
+	}
+	if c.RetryInterval <= 0 {
+		c.RetryInterval = 250 * time.Millisecond
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+func (c *EtcdConfig) validate() error {
+	switch {
+	case c.Node == "":
+		return errors.New("lease: Node is required")
+	case strings.Contains(c.Node, "/") || strings.Contains(c.Cluster, "/"):
+		return errors.New("lease: Node and Cluster must not contain '/'")
+	case c.Fencer == nil:
+		return errors.New("lease: Fencer is required")
+	case c.TTL < 2*time.Second:
+		return fmt.Errorf("lease: TTL %s below etcd's minimum of 2s", c.TTL)
+	case c.SafetyMargin+c.RenewInterval >= c.TTL:
+		return fmt.Errorf("lease: SafetyMargin %s + RenewInterval %s must be below TTL %s", c.SafetyMargin, c.RenewInterval, c.TTL)
+	}
+	return nil
+}
+
+// Key layout. Everything of a cluster lives under /amarula/<cluster>/.
+
+// NodeKey is the key a node registers under its lease.
+func NodeKey(cluster, node string) string { return "/amarula/" + cluster + "/nodes/" + node }
+
+// NodesPrefix is the prefix of every node key of the cluster.
+func NodesPrefix(cluster string) string { return "/amarula/" + cluster + "/nodes/" }
+
+// OwnerKey is the key whose existence means "profile is owned"; its value
+// is the owner's node name and its create revision the fencing token.
+func OwnerKey(cluster, profile string) string { return OwnersPrefix(cluster) + profile }
+
+// OwnersPrefix is the prefix of every owner key of the cluster.
+func OwnersPrefix(cluster string) string { return "/amarula/" + cluster + "/owners/" }
+
+// NodeRecord is the JSON value of a node key.
+type NodeRecord struct {
+	Node    string            `json:"node"`
+	LeaseID int64             `json:"lease_id"`
+	Started time.Time         `json:"started"`
+	Meta    map[string]string `json:"meta,omitempty"`
+}
+
+// incarnation is one etcd lease of this node. A node has a series of them:
+// a lost lease is replaced by a freshly granted one.
+type incarnation struct {
+	id   clientv3.LeaseID
+	ttl  time.Duration // as granted by the server
+	done chan struct{}
+	once sync.Once
+	// fenceAt is the self-fencing deadline: TTL − margin after the send
+	// time of the last successful renewal. Owned by the keep-alive loop
+	// after creation.
+	fenceAt time.Time
+}
+
+func (i *incarnation) lost() bool {
+	select {
+	case <-i.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Etcd is the cluster Manager: one etcd lease per node, kept alive by a
+// goroutine the Manager owns, owner keys attached to it.
+//
+// Lease loss: when the lease is revoked, found expired, or cannot be renewed
+// for TTL − SafetyMargin, Done and every grant close (before the server can
+// expire the lease). The keep-alive goroutine then grants a new lease on its
+// own, with back-off, re-registers the node key and best-effort revokes the
+// old lease (so stale owner keys of a self-fenced lease vanish at once);
+// Done then returns the new incarnation's channel. Callers watching Done
+// must call it again after it closes. Acquire fails with ErrLost between
+// the loss and the re-grant.
+type Etcd struct {
+	cli    *clientv3.Client
+	cfg    EtcdConfig
+	log    *slog.Logger
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	start  time.Time
+
+	mu      sync.Mutex
+	inc     *incarnation
+	grants  map[string]*Grant
+	orphans map[string]int64 // owner keys to delete (profile → mod revision)
+	closed  bool
+}
+
+var _ Manager = (*Etcd)(nil)
+
+// NewEtcd grants the node's lease, registers the node key and starts the
+// keep-alive and owner-watch goroutines. It fails if etcd cannot be reached
+// before ctx is done.
+func NewEtcd(ctx context.Context, cli *clientv3.Client, cfg EtcdConfig) (*Etcd, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	m := &Etcd{cli: cli, cfg: cfg, log: cfg.Logger.With("node", cfg.Node), start: time.Now(),
+		grants: make(map[string]*Grant), orphans: make(map[string]int64)}
+	inc, rev, err := m.grant(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("lease: start node %s: %w", cfg.Node, err)
+	}
+	m.inc = inc
+	m.ctx, m.cancel = context.WithCancel(context.Background())
+	m.wg.Add(2)
+	go func() { defer m.wg.Done(); m.keepAliveLoop() }()
+	go func() { defer m.wg.Done(); m.watchOwners(rev + 1) }()
+	m.log.Info("lease granted", "lease", int64(inc.id), "ttl", inc.ttl)
+	return m, nil
+}
+
+// grant creates a lease and registers the node key under it. It returns
+// the etcd revision of the registration.
+func (m *Etcd) grant(ctx context.Context) (*incarnation, int64, error) {
+	secs := int64(math.Ceil(m.cfg.TTL.Seconds()))
+	sent := time.Now()
+	resp, err := m.cli.Grant(ctx, secs)
+	if err != nil {
+		return nil, 0, fmt.Errorf("grant lease: %w", err)
+	}
+	ttl := time.Duration(resp.TTL) * time.Second
+	inc := &incarnation{id: resp.ID, ttl: ttl, done: make(chan struct{}), fenceAt: sent.Add(ttl - m.cfg.SafetyMargin)}
+	rec, _ := json.Marshal(NodeRecord{Node: m.cfg.Node, LeaseID: int64(resp.ID), Started: m.start, Meta: m.cfg.Meta})
+	put, err := m.cli.Put(ctx, NodeKey(m.cfg.Cluster, m.cfg.Node), string(rec), clientv3.WithLease(resp.ID))
+	if err != nil {
+		rctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, _ = m.cli.Revoke(rctx, resp.ID)
+		cancel()
+		return nil, 0, fmt.Errorf("register node key: %w", err)
+	}
+	return inc, put.Header.Revision, nil
+}
+
+// LeaseID returns the current etcd lease id (0 after Close).
+func (m *Etcd) LeaseID() int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.inc == nil {
+		return 0
+	}
+	return int64(m.inc.id)
+}
+
+// Alive reports whether the node currently holds a valid lease.
+func (m *Etcd) Alive() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return !m.closed && m.inc != nil && !m.inc.lost()
+}
+
+// Done implements Manager. It returns the current incarnation's channel;
+// after it closes, a later call returns the next incarnation's channel once
+// the lease has been re-granted.
+func (m *Etcd) Done() <-chan struct{} {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.inc.done
+}
+
+// keepAliveLoop renews the lease, self-fences, and re-grants after loss.
+func (m *Etcd) keepAliveLoop() {
+	backoff := m.cfg.RetryInterval
+	for {
+		m.mu.Lock()
+		inc := m.inc
+		m.mu.Unlock()
+		m.keepAlive(inc)
+		if m.ctx.Err() != nil {
+			return
+		}
+		// Lost: grant a new lease, with capped exponential back-off.
+		for {
+			gctx, cancel := context.WithTimeout(m.ctx, m.cfg.TTL)
+			next, _, err := m.grant(gctx)
+			cancel()
+			if err == nil {
+				m.mu.Lock()
+				if m.closed {
+					m.mu.Unlock()
+					m.revoke(next.id)
+					return
+				}
+				m.inc = next
+				m.mu.Unlock()
+				m.revoke(inc.id) // owner keys of a self-fenced lease vanish now
+				m.log.Info("lease re-granted", "lease", int64(next.id), "previous", int64(inc.id))
+				backoff = m.cfg.RetryInterval
+				break
+			}
+			m.log.Warn("re-grant lease failed", "err", err, "retry_in", backoff)
+			if !sleepCtx(m.ctx, backoff) {
+				return
+			}
+			backoff = min(backoff*2, m.cfg.TTL/2)
+		}
+	}
+}
+
+// keepAlive renews inc until it is lost or the manager stops.
+func (m *Etcd) keepAlive(inc *incarnation) {
+	wait := m.cfg.RenewInterval
+	for {
+		untilFence := time.Until(inc.fenceAt)
+		if !sleepCtx(m.ctx, min(wait, max(untilFence, 0))) {
+			return
+		}
+		if !time.Now().Before(inc.fenceAt) {
+			m.lose(inc, fmt.Errorf("%w: not renewed for %s (self-fenced %s before expiry)", ErrLost, inc.ttl-m.cfg.SafetyMargin, m.cfg.SafetyMargin))
+			return
+		}
+		cctx, cancel := context.WithDeadline(m.ctx, inc.fenceAt)
+		sent := time.Now()
+		resp, err := m.cli.KeepAliveOnce(cctx, inc.id)
+		cancel()
+		switch {
+		case err == nil:
+			inc.fenceAt = sent.Add(time.Duration(resp.TTL)*time.Second - m.cfg.SafetyMargin)
+			wait = m.cfg.RenewInterval
+			m.cleanOrphans()
+		case errors.Is(err, rpctypes.ErrLeaseNotFound):
+			m.lose(inc, fmt.Errorf("%w: lease %x revoked or expired", ErrLost, int64(inc.id)))
+			return
+		case m.ctx.Err() != nil:
+			return
+		default:
+			m.log.Warn("lease keep-alive failed", "err", err, "self_fence_in", time.Until(inc.fenceAt).Round(time.Millisecond))
+			wait = m.cfg.RetryInterval
+		}
+	}
+}
+
+// lose ends inc and every grant attached to it.
+func (m *Etcd) lose(inc *incarnation, reason error) {
+	m.mu.Lock()
+	var ended []*Grant
+	for p, g := range m.grants {
+		if g.leaseID == int64(inc.id) {
+			ended = append(ended, g)
+			delete(m.grants, p)
+		}
+	}
+	inc.once.Do(func() { close(inc.done) })
+	m.mu.Unlock()
+	for _, g := range ended {
+		g.end(reason)
+	}
+	m.log.Warn("lease lost: stopping all sessions", "lease", int64(inc.id), "grants", len(ended), "reason", reason)
+}
+
+func (m *Etcd) revoke(id clientv3.LeaseID) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := m.cli.Revoke(ctx, id); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		m.log.Warn("revoke old lease", "lease", int64(id), "err", err)
+	}
+}
+
+// Acquire implements Manager. The owner key is created only if absent
+// (create_revision == 0), attached to the node lease; its create revision
+// is the token, raised as the storage fence before Acquire returns.
+func (m *Etcd) Acquire(ctx context.Context, profile string) (*Grant, error) {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil, fmt.Errorf("acquire %s: %w", profile, ErrClosed)
+	}
+	inc := m.inc
+	if inc.lost() {
+		m.mu.Unlock()
+		return nil, fmt.Errorf("acquire %s: %w", profile, ErrLost)
+	}
+	if g, ok := m.grants[profile]; ok {
+		m.mu.Unlock()
+		return nil, fmt.Errorf("acquire %s: %w", profile, &HeldError{Profile: profile, Owner: m.cfg.Node, Token: g.Token})
+	}
+	m.mu.Unlock()
+
+	key := OwnerKey(m.cfg.Cluster, profile)
+	resp, err := m.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, m.cfg.Node, clientv3.WithLease(inc.id))).
+		Else(clientv3.OpGet(key)).
+		Commit()
+	if err != nil {
+		return nil, fmt.Errorf("acquire %s: owner txn: %w", profile, err)
+	}
+	if !resp.Succeeded {
+		held := &HeldError{Profile: profile}
+		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+			held.Owner, held.Token = string(kvs[0].Value), uint64(kvs[0].CreateRevision)
+		}
+		return nil, fmt.Errorf("acquire %s: %w", profile, held)
+	}
+	rev := resp.Header.Revision
+	g := newGrant(profile, uint64(rev), m.cfg.Node)
+	g.modRev, g.leaseID = rev, int64(inc.id)
+
+	m.mu.Lock()
+	if m.closed || inc.lost() || m.inc != inc {
+		m.mu.Unlock()
+		m.deleteOwnerKey(profile, rev)
+		return nil, fmt.Errorf("acquire %s: %w", profile, ErrLost)
+	}
+	m.grants[profile] = g
+	m.mu.Unlock()
+
+	fail := func(err error) (*Grant, error) {
+		m.forget(g)
+		g.end(err)
+		m.deleteOwnerKey(profile, rev)
+		return nil, fmt.Errorf("acquire %s: %w", profile, err)
+	}
+	if err := m.cfg.Fencer.RaiseFence(ctx, profile, g.Token); err != nil {
+		return fail(fmt.Errorf("raise fence to %d: %w", g.Token, err))
+	}
+	// The grant was registered after the txn: a deletion in between would
+	// have been missed by the owner watch. Check the key once more.
+	get, err := m.cli.Get(ctx, key)
+	if err != nil {
+		return fail(fmt.Errorf("verify owner key: %w", err))
+	}
+	if len(get.Kvs) == 0 || get.Kvs[0].CreateRevision != rev {
+		return fail(fmt.Errorf("%w: owner key changed during acquire", ErrNotOwner))
+	}
+	if !g.alive() {
+		return nil, fmt.Errorf("acquire %s: %w", profile, g.Err())
+	}
+	return g, nil
+}
+
+// forget removes g from the grant table if it is still there.
+func (m *Etcd) forget(g *Grant) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if cur, ok := m.grants[g.Profile]; ok && cur == g {
+		delete(m.grants, g.Profile)
+		return true
+	}
+	return false
+}
+
+// deleteOwnerKey deletes profile's owner key if its mod revision is still
+// modRev. If etcd cannot be reached, the key is remembered and deleted by
+// the keep-alive loop later (it would otherwise live as long as the lease).
+func (m *Etcd) deleteOwnerKey(profile string, modRev int64) error {
+	ctx, cancel := context.WithTimeout(m.ctx, m.cfg.TTL/2)
+	defer cancel()
+	ok, err := m.deleteIfRev(ctx, profile, modRev)
+	if err != nil {
+		m.mu.Lock()
+		m.orphans[profile] = modRev
+		m.mu.Unlock()
+		return err
+	}
+	if !ok {
+		return ErrNotOwner
+	}
+	return nil
+}
+
+func (m *Etcd) deleteIfRev(ctx context.Context, profile string, modRev int64) (bool, error) {
+	key := OwnerKey(m.cfg.Cluster, profile)
+	resp, err := m.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(key), "=", modRev)).
+		Then(clientv3.OpDelete(key)).
+		Commit()
+	if err != nil {
+		return false, err
+	}
+	return resp.Succeeded, nil
+}
+
+func (m *Etcd) cleanOrphans() {
+	m.mu.Lock()
+	if len(m.orphans) == 0 {
+		m.mu.Unlock()
+		return
+	}
+	orphans := m.orphans
+	m.orphans = make(map[string]int64)
+	m.mu.Unlock()
+	for p, rev := range orphans {
+		ctx, cancel := context.WithTimeout(m.ctx, m.cfg.RenewInterval)
+		_, err := m.deleteIfRev(ctx, p, rev)
+		cancel()
+		if err != nil {
+			m.mu.Lock()
+			m.orphans[p] = rev
+			m.mu.Unlock()
+		}
+	}
+}
+
+// Release implements Manager: the owner key is deleted only if its mod
+// revision is still the grant's (a hand-off never deletes a successor's
+// key). If etcd is unreachable the deletion is retried in the background.
+func (m *Etcd) Release(ctx context.Context, g *Grant) error {
+	m.forget(g)
+	g.end(ErrReleased)
+	ok, err := m.deleteIfRev(ctx, g.Profile, g.modRev)
+	if err != nil {
+		m.mu.Lock()
+		m.orphans[g.Profile] = g.modRev
+		m.mu.Unlock()
+		return fmt.Errorf("release %s: %w", g.Profile, err)
+	}
+	if !ok {
+		return fmt.Errorf("release %s: %w", g.Profile, ErrNotOwner)
+	}
+	return nil
+}
+
+// Owner implements Manager.
+func (m *Etcd) Owner(ctx context.Context, profile string) (string, uint64, error) {
+	resp, err := m.cli.Get(ctx, OwnerKey(m.cfg.Cluster, profile))
+	if err != nil {
+		return "", 0, fmt.Errorf("owner of %s: %w", profile, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return "", 0, nil
+	}
+	return string(resp.Kvs[0].Value), uint64(resp.Kvs[0].CreateRevision), nil
+}
+
+// Owners returns every owned profile and its owner node.
+func (m *Etcd) Owners(ctx context.Context) (map[string]string, error) {
+	prefix := OwnersPrefix(m.cfg.Cluster)
+	resp, err := m.cli.Get(ctx, prefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("list owners: %w", err)
+	}
+	out := make(map[string]string, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		out[strings.TrimPrefix(string(kv.Key), prefix)] = string(kv.Value)
+	}
+	return out, nil
+}
+
+// Nodes returns the registered nodes (those whose lease is alive).
+func (m *Etcd) Nodes(ctx context.Context) ([]NodeRecord, error) {
+	resp, err := m.cli.Get(ctx, NodesPrefix(m.cfg.Cluster), clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("list nodes: %w", err)
+	}
+	out := make([]NodeRecord, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var r NodeRecord
+		if json.Unmarshal(kv.Value, &r) == nil {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+// RevokeNode revokes the etcd lease of another node, read from its node key
+// (and, should that be gone, from its owner keys), so that its owner keys
+// vanish at once instead of after the TTL. The failover leader calls it for
+// a member memberlist declared dead. A node that was in fact alive sees its
+// keep-alive fail, stops its sessions and re-grants.
+func (m *Etcd) RevokeNode(ctx context.Context, node string) error {
+	if node == m.cfg.Node {
+		return fmt.Errorf("revoke node %s: refusing to revoke self", node)
+	}
+	leases := map[clientv3.LeaseID]bool{}
+	nk, err := m.cli.Get(ctx, NodeKey(m.cfg.Cluster, node))
+	if err != nil {
+		return fmt.Errorf("revoke node %s: read node key: %w", node, err)
+	}
+	for _, kv := range nk.Kvs {
+		if kv.Lease != 0 {
+			leases[clientv3.LeaseID(kv.Lease)] = true
+		}
+	}
+	owners, err := m.cli.Get(ctx, OwnersPrefix(m.cfg.Cluster), clientv3.WithPrefix())
+	if err != nil {
+		return fmt.Errorf("revoke node %s: read owner keys: %w", node, err)
+	}
+	for _, kv := range owners.Kvs {
+		if string(kv.Value) == node && kv.Lease != 0 {
+			leases[clientv3.LeaseID(kv.Lease)] = true
+		}
+	}
+	for id := range leases {
+		if _, err := m.cli.Revoke(ctx, id); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			return fmt.Errorf("revoke node %s: lease %x: %w", node, int64(id), err)
+		}
+		m.log.Info("revoked lease of dead node", "dead", node, "lease", int64(id))
+	}
+	return nil
+}
+
+// watchOwners closes a grant when its owner key is deleted or changes hands
+// behind our back. It survives compaction and reconnects by re-checking
+// every grant against a fresh read.
+func (m *Etcd) watchOwners(rev int64) {
+	prefix := OwnersPrefix(m.cfg.Cluster)
+	for m.ctx.Err() == nil {
+		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(m.ctx))
+		wch := m.cli.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(rev))
+		for wr := range wch {
+			if wr.Canceled || wr.Err() != nil {
+				break // compacted, or lost the leader: resync below
+			}
+			for _, ev := range wr.Events {
+				m.onOwnerEvent(strings.TrimPrefix(string(ev.Kv.Key), prefix), ev)
+			}
+			rev = max(rev, wr.Header.Revision+1)
+		}
+		cancel()
+		if m.ctx.Err() != nil {
+			return
+		}
+		if r, err := m.resync(); err == nil {
+			rev = r + 1
+		} else if !sleepCtx(m.ctx, m.cfg.RetryInterval) {
+			return
+		}
+	}
+}
+
+func (m *Etcd) onOwnerEvent(profile string, ev *clientv3.Event) {
+	m.mu.Lock()
+	g, ok := m.grants[profile]
+	if !ok || ev.Kv.ModRevision <= g.modRev {
+		m.mu.Unlock()
+		return
+	}
+	lost := ev.Type == mvccpb.DELETE || string(ev.Kv.Value) != m.cfg.Node || ev.Kv.CreateRevision != g.modRev
+	if lost {
+		delete(m.grants, profile)
+	}
+	m.mu.Unlock()
+	if lost {
+		g.end(fmt.Errorf("%w: owner key of %s deleted or replaced at revision %d", ErrNotOwner, profile, ev.Kv.ModRevision))
+		m.log.Warn("ownership lost: owner key changed", "profile", profile, "revision", ev.Kv.ModRevision)
+	}
+}
+
+// resync checks every grant against the current owner keys after a watch
+// interruption and returns the revision it read at.
+func (m *Etcd) resync() (int64, error) {
+	ctx, cancel := context.WithTimeout(m.ctx, m.cfg.TTL/2)
+	defer cancel()
+	prefix := OwnersPrefix(m.cfg.Cluster)
+	resp, err := m.cli.Get(ctx, prefix, clientv3.WithPrefix())
+	if err != nil {
+		return 0, err
+	}
+	cur := make(map[string]*mvccpb.KeyValue, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		cur[strings.TrimPrefix(string(kv.Key), prefix)] = kv
+	}
+	m.mu.Lock()
+	var ended []*Grant
+	for p, g := range m.grants {
+		// Grants newer than the read are checked by the next watch.
+		if g.modRev > resp.Header.Revision {
+			continue
+		}
+		kv := cur[p]
+		if kv == nil || kv.CreateRevision != g.modRev || string(kv.Value) != m.cfg.Node {
+			ended = append(ended, g)
+			delete(m.grants, p)
+		}
+	}
+	m.mu.Unlock()
+	for _, g := range ended {
+		g.end(fmt.Errorf("%w: owner key of %s gone after watch resync", ErrNotOwner, g.Profile))
+	}
+	return resp.Header.Revision, nil
+}
+
+// Close stops the keep-alive and the watch, ends every grant and revokes the
+// node lease so owner keys vanish at once. Hand profiles off with Release
+// first for a graceful stop.
+func (m *Etcd) Close() error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	m.mu.Unlock()
+	m.cancel()
+	m.wg.Wait()
+
+	m.mu.Lock()
+	inc := m.inc
+	grants := m.grants
+	m.grants = make(map[string]*Grant)
+	inc.once.Do(func() { close(inc.done) })
+	m.mu.Unlock()
+	for _, g := range grants {
+		g.end(ErrReleased)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := m.cli.Revoke(ctx, inc.id); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		return fmt.Errorf("lease: close: revoke lease: %w", err)
+	}
+	return nil
+}
+
+// sleepCtx waits d or until ctx is done; it reports whether d elapsed.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
