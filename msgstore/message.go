@@ -53,6 +53,44 @@ type Message struct {
 	Status string `json:"status,omitempty"`
 	// HistorySync marks messages that came from a history-sync blob.
 	HistorySync bool `json:"history_sync,omitempty"`
+
+	// Fields added by the session core (msgstore owner); all optional.
+
+	// EditedAt is the time (Unix seconds) of the edit whose text is current.
+	EditedAt int64 `json:"edited_at,omitempty"`
+	// Location is set for type location.
+	Location *Location `json:"location,omitempty"`
+	// Contacts is set for type contact (one or more shared contacts).
+	Contacts []Contact `json:"contacts,omitempty"`
+	// Poll is set for type poll.
+	Poll *Poll `json:"poll,omitempty"`
+	// RawType names the WhatsApp message kind of an unknown message (the
+	// protobuf field, e.g. "pollUpdateMessage"), so consumers can tell
+	// them apart.
+	RawType string `json:"raw_type,omitempty"`
+}
+
+// Location is a shared (or live) location.
+type Location struct {
+	Latitude  float64 `json:"latitude"`
+	Longitude float64 `json:"longitude"`
+	Name      string  `json:"name,omitempty"`
+	Address   string  `json:"address,omitempty"`
+	URL       string  `json:"url,omitempty"`
+	Live      bool    `json:"live,omitempty"`
+}
+
+// Contact is one shared contact card.
+type Contact struct {
+	DisplayName string `json:"display_name,omitempty"`
+	VCard       string `json:"vcard,omitempty"`
+}
+
+// Poll is a poll creation message.
+type Poll struct {
+	Name            string   `json:"name"`
+	Options         []string `json:"options"`
+	SelectableCount uint32   `json:"selectable_count,omitempty"`
 }
 
 // Media describes a message's attachment and where the gateway keeps it.
@@ -67,6 +105,7 @@ type Media struct {
 	State     string `json:"state,omitempty"` // pending, stored, failed
 
 	// Download descriptor (kept so the media worker can fetch and retry).
+	URL           string `json:"url,omitempty"` // added by msgstore owner: WhatsApp CDN URL, when the sender gave one
 	DirectPath    string `json:"direct_path,omitempty"`
 	MediaKey      []byte `json:"media_key,omitempty"`
 	FileEncSHA256 []byte `json:"file_enc_sha256,omitempty"`
