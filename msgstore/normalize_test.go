@@ -88,7 +88,7 @@ func TestNormalize(t *testing.T) {
 				FileEncSHA256: []byte{2}, FileSHA256: []byte{0xab, 0xcd}, FileLength: proto.Uint64(42)}}}},
 			Message{Type: TypeMedia, Media: mediaFields(KindImage)}},
 		{"reaction", &waE2E.Message{ReactionMessage: &waE2E.ReactionMessage{Key: key("T1"), Text: proto.String("👍"),
-			SenderTimestampMS: proto.Int64(t0.Add(5*time.Second).UnixMilli())}},
+			SenderTimestampMS: proto.Int64(t0.Add(5 * time.Second).UnixMilli())}},
 			Message{Type: TypeReaction, TargetID: "T1", Reaction: "👍", Timestamp: t0.Unix() + 5}},
 		{"reaction removed", &waE2E.Message{ReactionMessage: &waE2E.ReactionMessage{Key: key("T1"), Text: proto.String("")}},
 			Message{Type: TypeReaction, TargetID: "T1"}},
