@@ -9,6 +9,7 @@ import (
 	"math"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -160,12 +161,18 @@ type Etcd struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	start  time.Time
+	// lastRenewSent is the send time (unix ns) of the last successful
+	// grant or renewal: the server cannot expire the lease before it + TTL.
+	lastRenewSent atomic.Int64
 
 	mu      sync.Mutex
 	inc     *incarnation
 	grants  map[string]*Grant
 	orphans map[string]int64 // owner keys to delete (profile → mod revision)
 	closed  bool
+	// kick asks the keep-alive loop to renew now: an owner key vanished,
+	// which is what a revoked lease looks like from the watch.
+	kick chan struct{}
 }
 
 var _ Manager = (*Etcd)(nil)
@@ -179,7 +186,7 @@ func NewEtcd(ctx context.Context, cli *clientv3.Client, cfg EtcdConfig) (*Etcd, 
 		return nil, err
 	}
 	m := &Etcd{cli: cli, cfg: cfg, log: cfg.Logger.With("node", cfg.Node), start: time.Now(),
-		grants: make(map[string]*Grant), orphans: make(map[string]int64)}
+		grants: make(map[string]*Grant), orphans: make(map[string]int64), kick: make(chan struct{}, 1)}
 	inc, rev, err := m.grant(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("lease: start node %s: %w", cfg.Node, err)
@@ -202,6 +209,7 @@ func (m *Etcd) grant(ctx context.Context) (*incarnation, int64, error) {
 	if err != nil {
 		return nil, 0, fmt.Errorf("grant lease: %w", err)
 	}
+	m.lastRenewSent.Store(sent.UnixNano())
 	ttl := time.Duration(resp.TTL) * time.Second
 	inc := &incarnation{id: resp.ID, ttl: ttl, done: make(chan struct{}), fenceAt: sent.Add(ttl - m.cfg.SafetyMargin)}
 	rec, _ := json.Marshal(NodeRecord{Node: m.cfg.Node, LeaseID: int64(resp.ID), Started: m.start, Meta: m.cfg.Meta})
@@ -285,7 +293,7 @@ func (m *Etcd) keepAlive(inc *incarnation) {
 	wait := m.cfg.RenewInterval
 	for {
 		untilFence := time.Until(inc.fenceAt)
-		if !sleepCtx(m.ctx, min(wait, max(untilFence, 0))) {
+		if !m.pause(min(wait, max(untilFence, 0))) {
 			return
 		}
 		if !time.Now().Before(inc.fenceAt) {
@@ -299,6 +307,7 @@ func (m *Etcd) keepAlive(inc *incarnation) {
 		switch {
 		case err == nil:
 			inc.fenceAt = sent.Add(time.Duration(resp.TTL)*time.Second - m.cfg.SafetyMargin)
+			m.lastRenewSent.Store(sent.UnixNano())
 			wait = m.cfg.RenewInterval
 			m.cleanOrphans()
 		case errors.Is(err, rpctypes.ErrLeaseNotFound):
@@ -310,6 +319,20 @@ func (m *Etcd) keepAlive(inc *incarnation) {
 			m.log.Warn("lease keep-alive failed", "err", err, "self_fence_in", time.Until(inc.fenceAt).Round(time.Millisecond))
 			wait = m.cfg.RetryInterval
 		}
+	}
+}
+
+// pause waits d, or less if kicked; it reports false when the manager stops.
+func (m *Etcd) pause(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-m.ctx.Done():
+		return false
+	case <-m.kick:
+		return true
+	case <-t.C:
+		return true
 	}
 }
 
@@ -617,6 +640,10 @@ func (m *Etcd) onOwnerEvent(profile string, ev *clientv3.Event) {
 	if lost {
 		g.end(fmt.Errorf("%w: owner key of %s deleted or replaced at revision %d", ErrNotOwner, profile, ev.Kv.ModRevision))
 		m.log.Warn("ownership lost: owner key changed", "profile", profile, "revision", ev.Kv.ModRevision)
+		select { // was it our whole lease? check now rather than at the next renewal
+		case m.kick <- struct{}{}:
+		default:
+		}
 	}
 }
 
