@@ -1,0 +1,229 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sort"
+	"time"
+)
+
+// profileView is the JSON of a profile: api.md's list fields, plus the
+// webhook configuration (secret omitted) where one profile is shown.
+type profileView struct {
+	ID             string       `json:"id"`
+	State          string       `json:"state"`
+	Owner          string       `json:"owner"`
+	JID            string       `json:"jid"`
+	LID            string       `json:"lid"`
+	PushName       string       `json:"push_name"`
+	ConnectedSince *int64       `json:"connected_since"` // Unix seconds, null when not connected
+	CreatedAt      int64        `json:"created_at"`
+	Webhook        *webhookView `json:"webhook,omitempty"`
+}
+
+type webhookView struct {
+	URL       string   `json:"url"`
+	Events    []string `json:"events"`
+	SecretSet bool     `json:"secret_set"`
+}
+
+// view builds the JSON of p with its live session state.
+func (s *Server) view(ctx context.Context, p Profile, withWebhook bool) profileView {
+	v := profileView{ID: p.ID, State: "unassigned", CreatedAt: unix(p.CreatedAt)}
+	if s.cfg.Sessions != nil {
+		info, err := s.cfg.Sessions.Info(ctx, p.ID)
+		switch {
+		case err == nil:
+			v.State, v.Owner, v.JID, v.LID, v.PushName = info.State, info.Owner, info.JID, info.LID, info.PushName
+			if !info.ConnectedSince.IsZero() {
+				t := info.ConnectedSince.Unix()
+				v.ConnectedSince = &t
+			}
+		case s.isNotFound(err):
+		default:
+			s.log.Warn("session info failed", "profile", p.ID, "err", err)
+			v.State = "unknown"
+		}
+	}
+	if v.State == "" {
+		v.State = "unassigned"
+	}
+	if p.Stopped && v.State == "unassigned" {
+		v.State = "stopped"
+	}
+	if withWebhook && p.Webhook != nil {
+		ev := p.Webhook.Events
+		if ev == nil {
+			ev = []string{}
+		}
+		v.Webhook = &webhookView{URL: p.Webhook.URL, Events: ev, SecretSet: p.Webhook.Secret != ""}
+	}
+	return v
+}
+
+func unix(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.Unix()
+}
+
+func (s *Server) createProfile(w http.ResponseWriter, r *http.Request) error {
+	if s.cfg.Profiles == nil {
+		return notImplemented("the profile catalogue")
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
+	req, e := DecodeCreateProfile(r.Body)
+	if e != nil {
+		return e
+	}
+	p := Profile{ID: req.ID, CreatedAt: s.cfg.Now().UTC().Truncate(time.Second)}
+	if req.Webhook != nil {
+		p.Webhook = &Webhook{URL: req.Webhook.URL, Secret: req.Webhook.Secret, Events: req.Webhook.Events}
+	}
+	if err := s.cfg.Profiles.Create(r.Context(), p); err != nil {
+		if e := s.toError(err); e.Status == http.StatusConflict {
+			return newError(http.StatusConflict, "profile_exists", "profile %q already exists", p.ID)
+		}
+		return fmt.Errorf("create profile %s: %w", p.ID, err)
+	}
+	s.log.Info("profile created", "profile", p.ID)
+	writeJSON(w, http.StatusCreated, s.view(r.Context(), p, true))
+	return nil
+}
+
+func (s *Server) listProfiles(w http.ResponseWriter, r *http.Request) error {
+	if s.cfg.Profiles == nil {
+		return notImplemented("the profile catalogue")
+	}
+	ps, err := s.cfg.Profiles.List(r.Context())
+	if err != nil {
+		return fmt.Errorf("list profiles: %w", err)
+	}
+	sort.Slice(ps, func(i, j int) bool { return ps[i].ID < ps[j].ID })
+	out := make([]profileView, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, s.view(r.Context(), p, false))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"profiles": out})
+	return nil
+}
+
+func (s *Server) getProfile(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, s.view(r.Context(), profileFrom(r.Context()), true))
+	return nil
+}
+
+func (s *Server) patchProfile(w http.ResponseWriter, r *http.Request) error {
+	var req patchProfileRequest
+	if e := s.decodeBody(w, r, &req, s.cfg.MaxBodyBytes); e != nil {
+		return e
+	}
+	p := profileFrom(r.Context())
+	wh, e := req.apply(p.Webhook)
+	if e != nil {
+		return e
+	}
+	p.Webhook = wh
+	if err := s.cfg.Profiles.Update(r.Context(), p); err != nil {
+		return fmt.Errorf("update profile %s: %w", p.ID, err)
+	}
+	s.log.Info("profile updated", "profile", p.ID, "webhook", wh != nil)
+	writeJSON(w, http.StatusOK, s.view(r.Context(), p, true))
+	return nil
+}
+
+func (s *Server) deleteProfile(w http.ResponseWriter, r *http.Request) error {
+	if s.cfg.Sessions == nil {
+		return notImplemented("sessions")
+	}
+	id := r.PathValue("id")
+	// Log out and wipe first: if that fails the profile stays listed and
+	// the call can be repeated.
+	if err := s.cfg.Sessions.Delete(r.Context(), id); err != nil && !s.isNotFound(err) {
+		return fmt.Errorf("delete session %s: %w", id, err)
+	}
+	if err := s.cfg.Profiles.Delete(r.Context(), id); err != nil && !s.isNotFound(err) {
+		return fmt.Errorf("delete profile %s: %w", id, err)
+	}
+	s.log.Info("profile deleted", "profile", id)
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) qr(w http.ResponseWriter, r *http.Request) error {
+	if s.cfg.Sessions == nil {
+		return notImplemented("sessions")
+	}
+	id := r.PathValue("id")
+	q, err := s.cfg.Sessions.QR(r.Context(), id)
+	if err != nil {
+		if e := s.toError(err); e.Status == http.StatusConflict {
+			return newError(http.StatusConflict, "already_paired", "profile %q is already paired", id)
+		}
+		return fmt.Errorf("qr of %s: %w", id, err)
+	}
+	if acceptsPNG(r) {
+		png, err := qrPNG(q.Code)
+		if err != nil {
+			return fmt.Errorf("render qr of %s: %w", id, err)
+		}
+		w.Header().Set("Content-Type", "image/png")
+		w.Header().Set("Cache-Control", "no-store")
+		_, _ = w.Write(png)
+		return nil
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"code": q.Code, "expires_at": unix(q.ExpiresAt)})
+	return nil
+}
+
+func (s *Server) pairPhone(w http.ResponseWriter, r *http.Request) error {
+	if s.cfg.Sessions == nil {
+		return notImplemented("sessions")
+	}
+	var req pairPhoneRequest
+	if e := s.decodeBody(w, r, &req, s.cfg.MaxBodyBytes); e != nil {
+		return e
+	}
+	if e := req.validate(); e != nil {
+		return e
+	}
+	id := r.PathValue("id")
+	code, err := s.cfg.Sessions.PairPhone(r.Context(), id, req.Phone)
+	if err != nil {
+		return fmt.Errorf("pair %s by phone: %w", id, err)
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"code": code})
+	return nil
+}
+
+func (s *Server) connect(w http.ResponseWriter, r *http.Request) error {
+	return s.lifecycle(w, r, "connect", http.StatusAccepted, func(ctx context.Context, id string) error {
+		return s.cfg.Sessions.Connect(ctx, id)
+	})
+}
+
+func (s *Server) stop(w http.ResponseWriter, r *http.Request) error {
+	return s.lifecycle(w, r, "stop", http.StatusOK, func(ctx context.Context, id string) error {
+		return s.cfg.Sessions.Stop(ctx, id)
+	})
+}
+
+// lifecycle runs a body-less session command and answers the profile.
+func (s *Server) lifecycle(w http.ResponseWriter, r *http.Request, what string, status int, do func(context.Context, string) error) error {
+	if s.cfg.Sessions == nil {
+		return notImplemented("sessions")
+	}
+	var empty struct{}
+	if e := s.decodeOptionalBody(w, r, &empty); e != nil {
+		return e
+	}
+	id := r.PathValue("id")
+	if err := do(r.Context(), id); err != nil {
+		return fmt.Errorf("%s %s: %w", what, id, err)
+	}
+	s.log.Info("profile "+what, "profile", id)
+	writeJSON(w, status, s.view(r.Context(), profileFrom(r.Context()), true))
+	return nil
+}
