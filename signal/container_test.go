@@ -17,7 +17,7 @@ import (
 )
 
 func TestNewValidatesProfile(t *testing.T) {
-	st := newMemStore()
+	st := boltStore(t)
 	for _, tc := range []struct {
 		profile string
 		ok      bool

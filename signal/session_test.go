@@ -275,7 +275,7 @@ func TestPreKeys(t *testing.T) {
 // next id is MAX(id)+1, as in sqlstore.
 func TestPreKeyCounterFallback(t *testing.T) {
 	ctx := ctxT(t)
-	st := newMemStore()
+	st := boltStore(t)
 	d := pairedDevice(t, newContainer(t, st, "alice"), "100")
 	_, err := d.PreKeys.GetOrGenPreKeys(ctx, 3)
 	must(t, err)
