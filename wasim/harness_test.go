@@ -18,8 +18,8 @@ import (
 	"go.mau.fi/whatsmeow/store/sqlstore"
 	"go.mau.fi/whatsmeow/types"
 	"go.mau.fi/whatsmeow/types/events"
-	waLog "go.mau.fi/whatsmeow/util/log"
 	"go.mau.fi/whatsmeow/util/keys"
+	waLog "go.mau.fi/whatsmeow/util/log"
 )
 
 var testRoot = keys.NewKeyPair()
@@ -30,8 +30,12 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m,
 		// database/sql keeps a connection opener per DB for the process.
 		goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"),
-		// Idle keep-alive connections of http.Transports in clients.
-		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+		// Idle keep-alive connections of the clients' http.Transports.
+		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+		// whatsmeow's own frame pump can stay blocked handing a last frame
+		// to a client that already disconnected (client-side, not ours).
+		goleak.IgnoreTopFunction("go.mau.fi/whatsmeow/socket.(*FrameSocket).frameComplete"),
 	)
 }
 

@@ -45,9 +45,9 @@ type Server struct {
 	lidSeq   uint64
 	closed   bool
 
-	connSeq  atomic.Uint64
-	msgSeq   atomic.Uint64
-	stats    counters
+	connSeq   atomic.Uint64
+	msgSeq    atomic.Uint64
+	stats     counters
 	unknownMu sync.Mutex
 	unknown   map[string]bool
 }

@@ -24,9 +24,9 @@ type Phone struct {
 	seq      int64
 	sent     map[string]*sentMessage
 	sentIDs  []string
-	receipts map[string]string       // message id → last receipt type ("delivery", "read", …)
-	senders  map[string]types.JID    // received message id → sender device
-	retries  map[string]int          // received message id → retry receipts sent
+	receipts map[string]string    // message id → last receipt type ("delivery", "read", …)
+	senders  map[string]types.JID // received message id → sender device
+	retries  map[string]int       // received message id → retry receipts sent
 }
 
 // ReceivedMessage is a message a phone received and decrypted.

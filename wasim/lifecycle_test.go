@@ -1,0 +1,115 @@
+package wasim
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"go.mau.fi/whatsmeow/types/events"
+)
+
+func TestOfflineQueueDeliveredAfterReconnect(t *testing.T) {
+	h := newHarness(t)
+	alice, _ := h.srv.CreatePhone("15550001111", "Alice")
+	bob, _ := h.srv.CreatePhone("15550002222", "Bob")
+	c := h.pairQR(alice)
+	c.cli.Disconnect()
+	poll(t, 5*time.Second, "server sees disconnect", func() bool { return !h.srv.Devices()[0].Connected })
+
+	var ids []string
+	for i := 0; i < 3; i++ {
+		id, err := bob.SendText(alice.JID(), fmt.Sprintf("offline %d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	if q := h.srv.Devices()[0].Queued; q != 3 {
+		t.Fatalf("queued = %d, want 3", q)
+	}
+	c.clearEvents()
+	if err := c.cli.Connect(); err != nil {
+		t.Fatal(err)
+	}
+	done := waitEvent[*events.OfflineSyncCompleted](c, 10*time.Second, nil)
+	if done.Count != 3 {
+		t.Fatalf("OfflineSyncCompleted.Count = %d", done.Count)
+	}
+	for i, id := range ids {
+		m := waitEvent[*events.Message](c, 10*time.Second, func(m *events.Message) bool { return m.Info.ID == id })
+		if want := fmt.Sprintf("offline %d", i); m.Message.GetConversation() != want {
+			t.Fatalf("message %d = %q, want %q", i, m.Message.GetConversation(), want)
+		}
+	}
+	poll(t, 5*time.Second, "queue drained by receipts", func() bool { return h.srv.Devices()[0].Queued == 0 })
+}
+
+func TestSecondConnectionReplacesOlder(t *testing.T) {
+	h := newHarness(t)
+	alice, _ := h.srv.CreatePhone("15550001111", "Alice")
+	c1 := h.pairQR(alice)
+	dev, err := c1.container.GetDevice(context.Background(), *c1.cli.Store.ID)
+	if err != nil || dev == nil {
+		t.Fatalf("GetDevice: %v %v", dev, err)
+	}
+	c2 := h.newClient(dev, c1.container)
+	if err := c2.cli.Connect(); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent[*events.Connected](c2, 10*time.Second, nil)
+	waitEvent[*events.StreamReplaced](c1, 10*time.Second, nil)
+	poll(t, 5*time.Second, "older connection closed", func() bool { return !c1.cli.IsConnected() })
+	d := h.srv.Devices()[0]
+	if d.ReplacedTotal != 1 || d.ConnectionsTotal != 2 || !d.Connected {
+		t.Fatalf("device stats %+v", d)
+	}
+	// The old connection stayed open for the close delay: that is the
+	// double-owner window the chaos tests measure.
+	if d.OverlapMsTotal <= 0 || d.OverlapMsTotal > 5000 {
+		t.Fatalf("overlap_ms_total = %d", d.OverlapMsTotal)
+	}
+	// c2 still works.
+	bob, _ := h.srv.CreatePhone("15550002222", "Bob")
+	id, _ := bob.SendText(alice.JID(), "to the survivor")
+	waitEvent[*events.Message](c2, 10*time.Second, func(m *events.Message) bool { return m.Info.ID == id })
+	if c1.count(func(e any) bool { _, ok := e.(*events.Message); return ok }) != 0 {
+		t.Fatal("replaced client received a message")
+	}
+}
+
+func TestUnlinkGives401(t *testing.T) {
+	h := newHarness(t)
+	alice, _ := h.srv.CreatePhone("15550001111", "Alice")
+
+	// Connected device: stream error 401 device_removed.
+	c := h.pairQR(alice)
+	jid := *c.cli.Store.ID
+	if err := alice.Unlink(jid); err != nil {
+		t.Fatal(err)
+	}
+	lo := waitEvent[*events.LoggedOut](c, 10*time.Second, nil)
+	if lo.OnConnect {
+		t.Fatalf("LoggedOut %+v, want OnConnect=false", lo)
+	}
+	poll(t, 5*time.Second, "store wiped", func() bool { return c.cli.Store.ID == nil })
+
+	// Offline device: <failure reason=401> at its next login.
+	c2 := h.pairQR(alice)
+	c2.cli.Disconnect()
+	jid2 := *c2.cli.Store.ID
+	if err := alice.Unlink(jid2); err != nil {
+		t.Fatal(err)
+	}
+	c2.clearEvents()
+	_ = c2.cli.Connect()
+	lo = waitEvent[*events.LoggedOut](c2, 10*time.Second, nil)
+	if !lo.OnConnect {
+		t.Fatalf("LoggedOut %+v, want OnConnect=true", lo)
+	}
+	for _, d := range h.srv.Devices() {
+		if !d.Removed {
+			t.Fatalf("device not removed: %+v", d)
+		}
+	}
+}
