@@ -10,7 +10,7 @@ import (
 // backendMakers lists the adapters every store test runs against, each on
 // fresh data.
 var backendMakers = []backendMaker{
-	{name: "bolt", make: func(t *testing.T) backend {
+	{name: "bolt", make: func(t testing.TB) backend {
 		dir := t.TempDir()
 		return backend{name: "bolt", open: func(t testing.TB) storage.Store {
 			t.Helper()

@@ -42,7 +42,7 @@ func forEachBackend(t *testing.T, fn func(t *testing.T, be backend)) {
 
 type backendMaker struct {
 	name string
-	make func(t *testing.T) backend
+	make func(t testing.TB) backend
 }
 
 // openStore opens a store on be and closes it when the test ends (closing
