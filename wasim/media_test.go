@@ -1,0 +1,162 @@
+package wasim
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"testing"
+	"time"
+
+	"go.mau.fi/whatsmeow"
+	"go.mau.fi/whatsmeow/proto/waE2E"
+	"go.mau.fi/whatsmeow/types"
+	"go.mau.fi/whatsmeow/types/events"
+	"google.golang.org/protobuf/proto"
+)
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}
+
+func TestImageBothWaysByteIdentical(t *testing.T) {
+	h := newHarness(t)
+	alice, _ := h.srv.CreatePhone("15550001111", "Alice")
+	bob, _ := h.srv.CreatePhone("15550002222", "Bob")
+	c := h.pairQR(alice)
+	ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
+	defer cancel()
+
+	// Client -> phone: upload over HTTP, send, the phone downloads and decrypts.
+	img := randomBytes(150_000)
+	up, err := c.cli.Upload(ctx, img, whatsmeow.MediaImage)
+	if err != nil {
+		t.Fatalf("Upload: %v", err)
+	}
+	resp, err := c.cli.SendMessage(ctx, bob.JID(), &waE2E.Message{ImageMessage: &waE2E.ImageMessage{
+		URL: proto.String(up.URL), DirectPath: proto.String(up.DirectPath), MediaKey: up.MediaKey,
+		FileEncSHA256: up.FileEncSHA256, FileSHA256: up.FileSHA256, FileLength: proto.Uint64(up.FileLength),
+		Mimetype: proto.String("image/jpeg"), Caption: proto.String("look"),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(img)
+	var got ReceivedMessage
+	poll(t, 10*time.Second, "bob gets the image", func() bool {
+		for _, m := range bob.Messages(0) {
+			if m.ID == resp.ID {
+				got = m
+				return true
+			}
+		}
+		return false
+	})
+	if got.Type != "media" || got.Media == nil || got.Media.Error != "" || got.Media.SHA256 != hex.EncodeToString(sum[:]) ||
+		got.Media.Size != len(img) || got.Media.Mime != "image/jpeg" || got.Text != "look" || !bytes.Equal(got.Data, img) {
+		t.Fatalf("phone got %+v (media %+v)", got, got.Media)
+	}
+
+	// Phone -> client: the client downloads from the url and from direct_path.
+	img2 := randomBytes(70_000)
+	id, err := bob.SendMedia(alice.JID(), "image", "image/png", img2, "back", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	evt := waitEvent[*events.Message](c, 10*time.Second, func(m *events.Message) bool { return m.Info.ID == id })
+	im := evt.Message.GetImageMessage()
+	if im == nil || im.GetCaption() != "back" || evt.Info.MediaType != "image" {
+		t.Fatalf("event %+v", evt)
+	}
+	data, err := c.cli.Download(ctx, im)
+	if err != nil || !bytes.Equal(data, img2) {
+		t.Fatalf("Download: %v (equal=%v)", err, bytes.Equal(data, img2))
+	}
+	data, err = c.cli.DownloadMediaWithPath(ctx, im.GetDirectPath(), im.GetFileEncSHA256(), im.GetFileSHA256(), im.GetMediaKey(), int(im.GetFileLength()), whatsmeow.MediaImage, "image")
+	if err != nil || !bytes.Equal(data, img2) {
+		t.Fatalf("DownloadMediaWithPath: %v", err)
+	}
+
+	// Documents too.
+	doc := randomBytes(3000)
+	id, err = bob.SendMedia(alice.JID(), "document", "application/pdf", doc, "", "a.pdf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	evt = waitEvent[*events.Message](c, 10*time.Second, func(m *events.Message) bool { return m.Info.ID == id })
+	dm := evt.Message.GetDocumentMessage()
+	if data, err = c.cli.Download(ctx, dm); err != nil || !bytes.Equal(data, doc) || dm.GetFileName() != "a.pdf" {
+		t.Fatalf("document: %v", err)
+	}
+
+	// Expired media answers 404.
+	if n, err := h.srv.ExpireMedia(id); err != nil || n != 1 {
+		t.Fatalf("ExpireMedia: %d %v", n, err)
+	}
+	if _, err = c.cli.Download(ctx, dm); err == nil {
+		t.Fatal("download of expired media succeeded")
+	}
+}
+
+func TestReactionEditRevoke(t *testing.T) {
+	h := newHarness(t)
+	alice, _ := h.srv.CreatePhone("15550001111", "Alice")
+	bob, _ := h.srv.CreatePhone("15550002222", "Bob")
+	c := h.pairQR(alice)
+	ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
+	defer cancel()
+
+	// Phone -> client.
+	orig, _ := bob.SendText(alice.JID(), "original")
+	waitEvent[*events.Message](c, 10*time.Second, func(m *events.Message) bool { return m.Info.ID == orig })
+	sent, err := c.cli.SendMessage(ctx, bob.JID(), &waE2E.Message{Conversation: proto.String("mine")})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	rid, _ := bob.SendReaction(alice.JID(), sent.ID, "👍")
+	evt := waitEvent[*events.Message](c, 10*time.Second, func(m *events.Message) bool { return m.Info.ID == rid })
+	if r := evt.Message.GetReactionMessage(); r.GetText() != "👍" || r.GetKey().GetID() != sent.ID || r.GetKey().GetFromMe() {
+		t.Fatalf("reaction %+v", r)
+	}
+	eid, _ := bob.SendEdit(alice.JID(), orig, "edited")
+	evt = waitEvent[*events.Message](c, 10*time.Second, func(m *events.Message) bool { return m.Info.ID == eid })
+	pm := evt.Message.GetProtocolMessage()
+	if !evt.IsEdit || evt.Info.Edit != types.EditAttributeMessageEdit || pm.GetKey().GetID() != orig ||
+		pm.GetEditedMessage().GetConversation() != "edited" {
+		t.Fatalf("edit %+v", evt)
+	}
+	vid, _ := bob.SendRevoke(alice.JID(), orig)
+	evt = waitEvent[*events.Message](c, 10*time.Second, func(m *events.Message) bool { return m.Info.ID == vid })
+	pm = evt.Message.GetProtocolMessage()
+	if evt.Info.Edit != types.EditAttributeSenderRevoke || pm.GetType() != waE2E.ProtocolMessage_REVOKE || pm.GetKey().GetID() != orig {
+		t.Fatalf("revoke %+v", evt)
+	}
+
+	// Client -> phone.
+	for _, m := range []*waE2E.Message{
+		c.cli.BuildReaction(bob.JID(), bob.JID(), orig, "❤"),
+		c.cli.BuildEdit(bob.JID(), sent.ID, &waE2E.Message{Conversation: proto.String("mine, edited")}),
+		c.cli.BuildRevoke(bob.JID(), types.EmptyJID, sent.ID),
+	} {
+		if _, err := c.cli.SendMessage(ctx, bob.JID(), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := map[string]string{"reaction": orig, "edit": sent.ID, "revoke": sent.ID}
+	poll(t, 10*time.Second, "bob gets reaction, edit and revoke", func() bool {
+		seen := 0
+		for _, m := range bob.Messages(0) {
+			if tgt, ok := want[m.Type]; ok && m.TargetID == tgt {
+				if (m.Type == "reaction" && m.Text != "❤") || (m.Type == "edit" && m.Text != "mine, edited") {
+					continue
+				}
+				seen++
+			}
+		}
+		return seen == 3
+	})
+}
