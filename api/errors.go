@@ -14,12 +14,12 @@ import (
 // Sentinel errors that dependencies (or the glue in package node) may wrap
 // to choose the answer's status.
 var (
-	ErrNotFound       = errors.New("api: not found")                  // 404 not_found
-	ErrExists         = errors.New("api: already exists")             // 409 already_exists
-	ErrConflict       = errors.New("api: state conflict")             // 409 conflict
-	ErrAlreadyPaired  = errors.New("api: already paired")             // 409 already_paired
-	ErrRateLimited    = errors.New("api: rate limited")               // 429 rate_limited
-	ErrNotImplemented = errors.New("api: not implemented")            // 501 not_implemented
+	ErrNotFound       = errors.New("api: not found")                   // 404 not_found
+	ErrExists         = errors.New("api: already exists")              // 409 already_exists
+	ErrConflict       = errors.New("api: state conflict")              // 409 conflict
+	ErrAlreadyPaired  = errors.New("api: already paired")              // 409 already_paired
+	ErrRateLimited    = errors.New("api: rate limited")                // 429 rate_limited
+	ErrNotImplemented = errors.New("api: not implemented")             // 501 not_implemented
 	ErrUnavailable    = errors.New("api: no owner reachable or ready") // 503 unavailable
 )
 
@@ -96,8 +96,11 @@ func (s *Server) isNotFound(err error) bool {
 
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	e := s.toError(err)
-	if e.Status >= 500 {
+	switch {
+	case e.Status == http.StatusInternalServerError:
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", e.Status, "err", err)
+	case e.Status > http.StatusNotImplemented:
+		s.log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "status", e.Status, "err", err)
 	}
 	if e.Status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="amarula"`)

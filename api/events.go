@@ -107,28 +107,33 @@ func (s *Server) eventsWS(w http.ResponseWriter, r *http.Request) error {
 	}
 	defer c.CloseNow()
 
-	// The stream lives until the server closes, the peer goes away, or a
-	// write/ping fails.
-	ctx, cancel := context.WithCancel(s.baseCtx)
+	// connCtx ends when the peer closes or the connection fails (the
+	// CloseRead goroutine also answers pings and close frames). The stream
+	// additionally ends when the server closes. Writes and pings use
+	// connCtx: cancelling a coder/websocket call's context kills the
+	// connection, and a shutdown must end with a close frame instead.
+	connCtx := c.CloseRead(context.Background())
+	ctx, cancel := context.WithCancel(connCtx)
 	defer cancel()
-	stopAfter := context.AfterFunc(r.Context(), cancel)
-	defer stopAfter()
-	ctx = c.CloseRead(ctx)
+	stopOnClose := context.AfterFunc(s.baseCtx, cancel)
+	defer stopOnClose()
 
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		s.pingLoop(ctx, c, cancel)
+		s.pingLoop(ctx, connCtx, c, cancel)
 	}()
 	s.log.Debug("websocket stream opened", "profile", profile)
-	streamErr := s.stream(ctx, c, profile, after)
+	streamErr := s.stream(ctx, connCtx, c, profile, after)
 	cancel()
 	wg.Wait()
 
 	switch {
 	case s.baseCtx.Err() != nil:
 		_ = c.Close(websocket.StatusGoingAway, "server shutting down")
+	case connCtx.Err() != nil:
+		// The peer went away or stopped answering.
 	case streamErr != nil && !errors.Is(streamErr, context.Canceled):
 		s.log.Info("websocket stream ended", "profile", profile, "err", streamErr)
 		_ = c.Close(websocket.StatusInternalError, "event stream failed")
@@ -137,7 +142,7 @@ func (s *Server) eventsWS(w http.ResponseWriter, r *http.Request) error {
 }
 
 // stream writes every event after cursor, then waits for new ones.
-func (s *Server) stream(ctx context.Context, c *websocket.Conn, profile, cursor string) error {
+func (s *Server) stream(ctx, connCtx context.Context, c *websocket.Conn, profile, cursor string) error {
 	for {
 		evs, err := s.cfg.Events.Tail(ctx, profile, cursor, wsBatch)
 		if err != nil {
@@ -151,7 +156,7 @@ func (s *Server) stream(ctx context.Context, c *websocket.Conn, profile, cursor 
 			if err != nil {
 				return fmt.Errorf("encode event: %w", err)
 			}
-			wctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+			wctx, cancel := context.WithTimeout(connCtx, s.cfg.WriteTimeout)
 			err = c.Write(wctx, websocket.MessageText, b)
 			cancel()
 			if err != nil {
@@ -166,7 +171,7 @@ func (s *Server) stream(ctx context.Context, c *websocket.Conn, profile, cursor 
 }
 
 // pingLoop keeps the connection alive and detects dead peers.
-func (s *Server) pingLoop(ctx context.Context, c *websocket.Conn, cancel context.CancelFunc) {
+func (s *Server) pingLoop(ctx, connCtx context.Context, c *websocket.Conn, cancel context.CancelFunc) {
 	t := time.NewTicker(s.cfg.PingInterval)
 	defer t.Stop()
 	for {
@@ -175,7 +180,7 @@ func (s *Server) pingLoop(ctx context.Context, c *websocket.Conn, cancel context
 			return
 		case <-t.C:
 		}
-		pctx, pcancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+		pctx, pcancel := context.WithTimeout(connCtx, s.cfg.WriteTimeout)
 		err := c.Ping(pctx)
 		pcancel()
 		if err != nil {
