@@ -173,6 +173,8 @@ type Etcd struct {
 	// kick asks the keep-alive loop to renew now: an owner key vanished,
 	// which is what a revoked lease looks like from the watch.
 	kick chan struct{}
+	// changed is poked on every owner key event (see OwnersChanged).
+	changed chan struct{}
 }
 
 var _ Manager = (*Etcd)(nil)
@@ -186,7 +188,15 @@ func NewEtcd(ctx context.Context, cli *clientv3.Client, cfg EtcdConfig) (*Etcd, 
 		return nil, err
 	}
 	m := &Etcd{cli: cli, cfg: cfg, log: cfg.Logger.With("node", cfg.Node), start: time.Now(),
-		grants: make(map[string]*Grant), orphans: make(map[string]int64), kick: make(chan struct{}, 1)}
+		grants: make(map[string]*Grant), orphans: make(map[string]int64), kick: make(chan struct{}, 1), changed: make(chan struct{}, 1)}
+	// A previous process with this name (crashed, restarted fast) may still
+	// hold owner keys under its lease: nobody could take those profiles
+	// until its TTL ran out. Node names are unique, so it is ours to revoke.
+	if n, err := m.revokeLeasesOf(ctx, cfg.Node, 0); err != nil {
+		return nil, fmt.Errorf("lease: start node %s: %w", cfg.Node, err)
+	} else if n > 0 {
+		m.log.Info("revoked the lease of this node's previous run", "leases", n)
+	}
 	inc, rev, err := m.grant(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("lease: start node %s: %w", cfg.Node, err)
@@ -568,32 +578,46 @@ func (m *Etcd) RevokeNode(ctx context.Context, node string) error {
 	if node == m.cfg.Node {
 		return fmt.Errorf("revoke node %s: refusing to revoke self", node)
 	}
+	n, err := m.revokeLeasesOf(ctx, node, 0)
+	if err != nil {
+		return fmt.Errorf("revoke node %s: %w", node, err)
+	}
+	if n > 0 {
+		m.log.Info("revoked lease of dead node", "dead", node, "leases", n)
+	}
+	return nil
+}
+
+// revokeLeasesOf revokes every lease (except keep) under which node's node
+// key or owner keys live, and returns how many it revoked.
+func (m *Etcd) revokeLeasesOf(ctx context.Context, node string, keep clientv3.LeaseID) (int, error) {
 	leases := map[clientv3.LeaseID]bool{}
 	nk, err := m.cli.Get(ctx, NodeKey(m.cfg.Cluster, node))
 	if err != nil {
-		return fmt.Errorf("revoke node %s: read node key: %w", node, err)
+		return 0, fmt.Errorf("read node key: %w", err)
 	}
 	for _, kv := range nk.Kvs {
-		if kv.Lease != 0 {
-			leases[clientv3.LeaseID(kv.Lease)] = true
-		}
+		leases[clientv3.LeaseID(kv.Lease)] = true
 	}
 	owners, err := m.cli.Get(ctx, OwnersPrefix(m.cfg.Cluster), clientv3.WithPrefix())
 	if err != nil {
-		return fmt.Errorf("revoke node %s: read owner keys: %w", node, err)
+		return 0, fmt.Errorf("read owner keys: %w", err)
 	}
 	for _, kv := range owners.Kvs {
-		if string(kv.Value) == node && kv.Lease != 0 {
+		if string(kv.Value) == node {
 			leases[clientv3.LeaseID(kv.Lease)] = true
 		}
 	}
+	delete(leases, 0)
+	delete(leases, keep)
+	n := 0
 	for id := range leases {
 		if _, err := m.cli.Revoke(ctx, id); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
-			return fmt.Errorf("revoke node %s: lease %x: %w", node, int64(id), err)
+			return n, fmt.Errorf("lease %x: %w", int64(id), err)
 		}
-		m.log.Info("revoked lease of dead node", "dead", node, "lease", int64(id))
+		n++
 	}
-	return nil
+	return n, nil
 }
 
 // watchOwners closes a grant when its owner key is deleted or changes hands
@@ -611,6 +635,12 @@ func (m *Etcd) watchOwners(rev int64) {
 			for _, ev := range wr.Events {
 				m.onOwnerEvent(strings.TrimPrefix(string(ev.Kv.Key), prefix), ev)
 			}
+			if len(wr.Events) > 0 {
+				select {
+				case m.changed <- struct{}{}:
+				default:
+				}
+			}
 			rev = max(rev, wr.Header.Revision+1)
 		}
 		cancel()
@@ -624,6 +654,11 @@ func (m *Etcd) watchOwners(rev int64) {
 		}
 	}
 }
+
+// OwnersChanged is poked (coalesced, never blocking) whenever any owner key
+// of the cluster is created or deleted, so the reconciler can react to a
+// hand-off or a revocation at once instead of at its next tick.
+func (m *Etcd) OwnersChanged() <-chan struct{} { return m.changed }
 
 func (m *Etcd) onOwnerEvent(profile string, ev *clientv3.Event) {
 	m.mu.Lock()

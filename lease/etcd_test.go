@@ -433,3 +433,28 @@ func TestEtcdCloseRevokesLease(t *testing.T) {
 		t.Fatal("TTL below 2s accepted")
 	}
 }
+
+// TestEtcdRestartedNodeRevokesItsPreviousLease: a node restarted under the
+// same name frees the profiles its previous run still held at once.
+func TestEtcdRestartedNodeRevokesItsPreviousLease(t *testing.T) {
+	e := testenv.StartEtcd(t)
+	ctx := ctxT(t)
+	f := newMemFencer()
+	old := newManager(t, e.Endpoints(), fastConfig("n1", f))
+	g, err := old.Acquire(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	again := newManager(t, e.Endpoints(), fastConfig("n1", f))
+	if node, _, _ := again.Owner(ctx, "alice"); node != "" {
+		t.Fatalf("previous run's owner key survived the restart: %s", node)
+	}
+	assertClosed(t, g.Done(), 3*time.Second, "previous run's grant")
+	g2, err := again.Acquire(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g2.Token <= g.Token {
+		t.Fatalf("token %d <= %d", g2.Token, g.Token)
+	}
+}
