@@ -19,40 +19,23 @@ import (
 	"sync"
 	"time"
 
+	"github.com/amarula/amarula/catalog"
 	"github.com/amarula/amarula/msgstore"
 	"github.com/amarula/amarula/storage"
 	"github.com/amarula/amarula/webhook"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Profile is one entry of the desired-set catalogue.
-type Profile struct {
-	ID        string
-	Webhook   *Webhook // nil: no webhook
-	CreatedAt time.Time
-	Stopped   bool
-}
-
-// Webhook is a profile's webhook configuration.
-type Webhook struct {
-	URL    string
-	Secret string
-	Events []string // patterns such as "message.*"; empty selects every event
-}
-
-// Profiles is the catalogue of profiles (the desired set).
+// Profiles is the catalogue of profiles (the desired set); catalog.Catalog
+// satisfies it. Errors wrapping catalog.ErrExists, catalog.ErrNotFound and
+// catalog.ErrInvalid answer 409, 404 and 400.
 type Profiles interface {
-	// Create stores a new profile; it fails with an error mapped to 409
-	// (ErrExists, or a Config.Errors entry) when the id is taken.
-	Create(ctx context.Context, p Profile) error
-	// Get returns a profile or an error wrapping ErrNotFound /
-	// storage.ErrNotFound.
-	Get(ctx context.Context, id string) (Profile, error)
-	// List returns every profile.
-	List(ctx context.Context) ([]Profile, error)
-	// Update replaces a profile's configuration.
-	Update(ctx context.Context, p Profile) error
-	// Delete removes a profile from the catalogue.
+	Create(ctx context.Context, p catalog.Profile) error
+	Get(ctx context.Context, id string) (catalog.Profile, error)
+	List(ctx context.Context) ([]catalog.Profile, error)
+	// Update applies fn to the stored profile atomically; an error from fn
+	// aborts the update and is returned.
+	Update(ctx context.Context, id string, fn func(*catalog.Profile) error) error
 	Delete(ctx context.Context, id string) error
 }
 

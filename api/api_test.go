@@ -411,7 +411,6 @@ func TestIdempotentSend(t *testing.T) {
 
 	// A new API over the same storage still knows order-1.
 	e2 := newEnvWithStore(t, st)
-	e2.createProfile("alice")
 	var replay api.SendResult
 	e2.must(202, &replay, "POST", "/v1/profiles/alice/messages", adminKey, body, "Idempotency-Key", "order-1")
 	if replay != first || e2.sessions.sendCount() != 0 {

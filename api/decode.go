@@ -11,6 +11,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/amarula/amarula/catalog"
 	"github.com/amarula/amarula/storage"
 	"github.com/amarula/amarula/webhook"
 )
@@ -205,14 +206,14 @@ func (o *optionalWebhook) UnmarshalJSON(b []byte) error {
 }
 
 // apply merges the patch into the current configuration.
-func (p patchProfileRequest) apply(cur *Webhook) (*Webhook, *Error) {
+func (p patchProfileRequest) apply(cur *catalog.Webhook) (*catalog.Webhook, *Error) {
 	if !p.Webhook.set {
 		return cur, nil
 	}
 	if p.Webhook.null {
 		return nil, nil
 	}
-	next := Webhook{}
+	next := catalog.Webhook{}
 	if cur != nil {
 		next = *cur
 		next.Events = append([]string(nil), cur.Events...)

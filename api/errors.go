@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/amarula/amarula/catalog"
 	"github.com/amarula/amarula/storage"
 	"github.com/amarula/amarula/webhook"
 )
@@ -56,6 +57,9 @@ type errorDetail struct {
 
 // builtinErrors maps the sentinels this package knows.
 var builtinErrors = []ErrorMapping{
+	{catalog.ErrNotFound, http.StatusNotFound, "profile_not_found"},
+	{catalog.ErrExists, http.StatusConflict, "profile_exists"},
+	{catalog.ErrInvalid, http.StatusBadRequest, "invalid_profile"},
 	{ErrNotFound, http.StatusNotFound, "not_found"},
 	{storage.ErrNotFound, http.StatusNotFound, "not_found"},
 	{ErrExists, http.StatusConflict, "already_exists"},

@@ -16,8 +16,10 @@ import (
 	"time"
 
 	"github.com/amarula/amarula/api"
+	"github.com/amarula/amarula/catalog"
 	"github.com/amarula/amarula/msgstore"
 	"github.com/amarula/amarula/storage"
+	"github.com/amarula/amarula/storage/bolt"
 	"github.com/amarula/amarula/webhook"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
@@ -32,12 +34,18 @@ type testStore interface {
 	api.KV
 	api.Fences
 	storage.EventLog
+	catalog.Store
 }
 
-// newStore returns a fresh store for one test.
+// newStore opens a real bbolt store in a temporary directory.
 func newStore(t *testing.T) testStore {
 	t.Helper()
-	return newMemStore()
+	st, err := bolt.Open(t.TempDir(), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	return st
 }
 
 // testLogger sends the API's logs to the test log at debug level, so a
@@ -51,59 +59,6 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(b []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(b), "\n"))
 	return len(b), nil
-}
-
-// fakeCatalog is the profile catalogue.
-type fakeCatalog struct {
-	mu sync.Mutex
-	m  map[string]api.Profile
-}
-
-func (c *fakeCatalog) Create(_ context.Context, p api.Profile) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.m[p.ID]; ok {
-		return fmt.Errorf("catalog: %w", api.ErrExists)
-	}
-	c.m[p.ID] = p
-	return nil
-}
-
-func (c *fakeCatalog) Get(_ context.Context, id string) (api.Profile, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	p, ok := c.m[id]
-	if !ok {
-		return p, fmt.Errorf("catalog %s: %w", id, storage.ErrNotFound)
-	}
-	return p, nil
-}
-
-func (c *fakeCatalog) List(context.Context) ([]api.Profile, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var out []api.Profile
-	for _, p := range c.m {
-		out = append(out, p)
-	}
-	return out, nil
-}
-
-func (c *fakeCatalog) Update(_ context.Context, p api.Profile) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.m[p.ID]; !ok {
-		return api.ErrNotFound
-	}
-	c.m[p.ID] = p
-	return nil
-}
-
-func (c *fakeCatalog) Delete(_ context.Context, id string) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	delete(c.m, id)
-	return nil
 }
 
 // fakeSessions implements api.Sessions and counts what it was asked.
@@ -243,7 +198,7 @@ type env struct {
 	srv      *httptest.Server
 	api      *api.Server
 	store    testStore
-	catalog  *fakeCatalog
+	catalog  *catalog.Local
 	sessions *fakeSessions
 	msgs     *fakeMessages
 	reg      *prometheus.Registry
@@ -261,7 +216,7 @@ func newEnvWithStore(t *testing.T, st testStore, opts ...option) *env {
 	t.Helper()
 	e := &env{
 		t: t, store: st,
-		catalog:  &fakeCatalog{m: map[string]api.Profile{}},
+		catalog:  catalog.NewLocal(st),
 		sessions: newFakeSessions(),
 		msgs:     &fakeMessages{},
 		reg:      prometheus.NewRegistry(),

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"sort"
 	"time"
+
+	"github.com/amarula/amarula/catalog"
 )
 
 // profileView is the JSON of a profile: api.md's list fields, plus the
@@ -29,7 +31,7 @@ type webhookView struct {
 }
 
 // view builds the JSON of p with its live session state.
-func (s *Server) view(ctx context.Context, p Profile, withWebhook bool) profileView {
+func (s *Server) view(ctx context.Context, p catalog.Profile, withWebhook bool) profileView {
 	v := profileView{ID: p.ID, State: "unassigned", CreatedAt: unix(p.CreatedAt)}
 	if s.cfg.Sessions != nil {
 		info, err := s.cfg.Sessions.Info(ctx, p.ID)
@@ -78,13 +80,16 @@ func (s *Server) createProfile(w http.ResponseWriter, r *http.Request) error {
 	if e != nil {
 		return e
 	}
-	p := Profile{ID: req.ID, CreatedAt: s.cfg.Now().UTC().Truncate(time.Second)}
+	p := catalog.Profile{ID: req.ID, CreatedAt: s.cfg.Now().UTC().Truncate(time.Second)}
 	if req.Webhook != nil {
-		p.Webhook = &Webhook{URL: req.Webhook.URL, Secret: req.Webhook.Secret, Events: req.Webhook.Events}
+		p.Webhook = &catalog.Webhook{URL: req.Webhook.URL, Secret: req.Webhook.Secret, Events: req.Webhook.Events}
 	}
 	if err := s.cfg.Profiles.Create(r.Context(), p); err != nil {
-		if e := s.toError(err); e.Status == http.StatusConflict {
+		switch e := s.toError(err); e.Status {
+		case http.StatusConflict:
 			return newError(http.StatusConflict, "profile_exists", "profile %q already exists", p.ID)
+		case http.StatusBadRequest:
+			return newError(http.StatusBadRequest, "invalid_profile_id", "profile id %q cannot be used: %s", p.ID, err.Error())
 		}
 		return fmt.Errorf("create profile %s: %w", p.ID, err)
 	}
@@ -120,16 +125,22 @@ func (s *Server) patchProfile(w http.ResponseWriter, r *http.Request) error {
 	if e := s.decodeBody(w, r, &req, s.cfg.MaxBodyBytes); e != nil {
 		return e
 	}
-	p := profileFrom(r.Context())
-	wh, e := req.apply(p.Webhook)
-	if e != nil {
-		return e
+	id := r.PathValue("id")
+	var updated catalog.Profile
+	err := s.cfg.Profiles.Update(r.Context(), id, func(p *catalog.Profile) error {
+		wh, e := req.apply(p.Webhook)
+		if e != nil {
+			return e
+		}
+		p.Webhook = wh
+		updated = *p
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("update profile %s: %w", id, err)
 	}
-	p.Webhook = wh
-	if err := s.cfg.Profiles.Update(r.Context(), p); err != nil {
-		return fmt.Errorf("update profile %s: %w", p.ID, err)
-	}
-	s.log.Info("profile updated", "profile", p.ID, "webhook", wh != nil)
+	p := updated
+	s.log.Info("profile updated", "profile", p.ID, "webhook", p.Webhook != nil)
 	writeJSON(w, http.StatusOK, s.view(r.Context(), p, true))
 	return nil
 }

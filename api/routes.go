@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/amarula/amarula/catalog"
 	"github.com/amarula/amarula/storage"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -24,8 +25,8 @@ type ctxKey int
 const profileKey ctxKey = iota
 
 // profileFrom returns the catalogue entry loaded for the path's profile.
-func profileFrom(ctx context.Context) Profile {
-	p, _ := ctx.Value(profileKey).(Profile)
+func profileFrom(ctx context.Context) catalog.Profile {
+	p, _ := ctx.Value(profileKey).(catalog.Profile)
 	return p
 }
 

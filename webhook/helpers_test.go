@@ -12,7 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/amarula/amarula/internal/testenv"
 	"github.com/amarula/amarula/storage"
+	"github.com/amarula/amarula/storage/bolt"
+	"github.com/amarula/amarula/storage/redis"
 	"github.com/amarula/amarula/webhook"
 	"go.uber.org/goleak"
 )
@@ -31,10 +34,29 @@ type testStore interface {
 	Fence(ctx context.Context, profile string) (storage.Token, error)
 }
 
-// newStore returns a fresh store for one test.
+// newStore opens a real bbolt store in a temporary directory.
 func newStore(t *testing.T) testStore {
 	t.Helper()
-	return newMemStore()
+	st, err := bolt.Open(t.TempDir(), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	return st
+}
+
+// newRedisStore starts a real redis-server and connects the Redis adapter.
+func newRedisStore(t *testing.T) testStore {
+	t.Helper()
+	srv := testenv.StartRedis(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := redis.New(ctx, srv.URL(), redis.Options{TailBlock: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	return st
 }
 
 // delivery is one request the receiver answered with 2xx.

@@ -99,9 +99,19 @@ func TestMatch(t *testing.T) {
 // deliveries still gets every event, signed, in log order, and the cursor
 // ends at the last event.
 func TestDeliverInOrderDespiteFailures(t *testing.T) {
-	for _, failFirst := range []int{0, 1, 5} {
-		t.Run("", func(t *testing.T) {
-			st := newStore(t)
+	for _, tc := range []struct {
+		name      string
+		store     func(*testing.T) testStore
+		failFirst int
+	}{
+		{"bolt/no failures", newStore, 0},
+		{"bolt/fail 1", newStore, 1},
+		{"bolt/fail 5", newStore, 5},
+		{"redis/fail 5", newRedisStore, 5},
+	} {
+		failFirst := tc.failFirst
+		t.Run(tc.name, func(t *testing.T) {
+			st := tc.store(t)
 			rcv := newReceiver(t)
 			rcv.failFirst = failFirst
 			want := appendN(t, st, "message.received", 1, 10)
@@ -155,7 +165,11 @@ func TestStrictOrderWhileRetrying(t *testing.T) {
 // no event; duplicates are only re-sends of already delivered events (which
 // X-Amarula-Delivery dedups), and first arrivals are in log order.
 func TestRestartLosesNothing(t *testing.T) {
-	st := newStore(t)
+	t.Run("bolt", func(t *testing.T) { testRestartLosesNothing(t, newStore(t)) })
+	t.Run("redis", func(t *testing.T) { testRestartLosesNothing(t, newRedisStore(t)) })
+}
+
+func testRestartLosesNothing(t *testing.T, st testStore) {
 	rcv := newReceiver(t)
 	rcv.failFirst = 3
 	var want []string
