@@ -81,7 +81,7 @@ func New(st storage.Store, profile string, token storage.Token, log waLog.Logger
 	if log == nil {
 		log = waLog.Noop
 	}
-	b := &kv{st: st, profile: profile, token: token}
+	b := newKV(st, profile, token)
 	lids := newLIDMap(b)
 	return &Container{
 		b:    b,
@@ -99,6 +99,13 @@ func New(st storage.Store, profile string, token storage.Token, log waLog.Logger
 
 // Token returns the fencing token this Container writes with.
 func (c *Container) Token() storage.Token { return c.b.token }
+
+// Fenced returns a channel that is closed once any write of this Container
+// was refused with storage.ErrFenced: a newer owner holds the profile. The
+// error is also returned (wrapped) by the failing call, but whatsmeow logs
+// and drops most store errors, so the session should watch this channel and
+// stop as soon as it is closed.
+func (c *Container) Fenced() <-chan struct{} { return c.b.fenced }
 
 // Profile returns the profile this Container serves.
 func (c *Container) Profile() string { return c.b.profile }
@@ -189,7 +196,7 @@ func (c *Container) DeleteDevice(ctx context.Context, device *store.Device) erro
 func (c *Container) Wipe(ctx context.Context) error {
 	for _, ns := range credentialNamespaces {
 		if err := c.b.st.ClearNamespace(ctx, c.b.profile, c.b.token, ns); err != nil {
-			return fmt.Errorf("signal: wipe %s of %s: %w", ns, c.b.profile, err)
+			return c.b.checkFenced(fmt.Errorf("signal: wipe %s of %s: %w", ns, c.b.profile, err))
 		}
 	}
 	c.lids.reset()

@@ -200,6 +200,11 @@ func TestFencedWrites(t *testing.T) {
 		d := pairedDevice(t, old, "111")
 		must(t, d.Sessions.PutSession(ctx, "222:0", []byte("v1")))
 
+		select {
+		case <-old.Fenced():
+			t.Fatal("Fenced() closed before any fenced write")
+		default:
+		}
 		must(t, st.RaiseFence(ctx, "alice", tok+1))
 
 		writes := []struct {
@@ -229,6 +234,11 @@ func TestFencedWrites(t *testing.T) {
 			if err := w.fn(); !errors.Is(err, storage.ErrFenced) {
 				t.Errorf("%s with stale token = %v, want ErrFenced", w.name, err)
 			}
+		}
+		select {
+		case <-old.Fenced():
+		default:
+			t.Error("Fenced() not closed after fenced writes")
 		}
 		if v, err := d.Sessions.GetSession(ctx, "222:0"); err != nil || string(v) != "v1" {
 			t.Errorf("session after fenced writes = %q, %v; want v1", v, err)

@@ -26,6 +26,23 @@ type kv struct {
 	// gives atomic commit but not isolation; two concurrent transactions
 	// advancing the same ratchet would lose one of the advances.
 	txMu sync.Mutex
+
+	fencedOnce sync.Once
+	fenced     chan struct{} // closed on the first write refused with ErrFenced
+}
+
+func newKV(st storage.Store, profile string, token storage.Token) *kv {
+	return &kv{st: st, profile: profile, token: token, fenced: make(chan struct{})}
+}
+
+// checkFenced closes b.fenced if err says a newer owner fenced us off, and
+// returns err unchanged. whatsmeow logs and swallows most store errors, so
+// the session cannot rely on seeing ErrFenced itself; it watches the channel.
+func (b *kv) checkFenced(err error) error {
+	if err != nil && errors.Is(err, storage.ErrFenced) {
+		b.fencedOnce.Do(func() { close(b.fenced) })
+	}
+	return err
 }
 
 // txKey is the context key under which runTxn stores the open *txn.
@@ -116,7 +133,7 @@ func (b *kv) runTxn(ctx context.Context, fn func(context.Context) error) error {
 		if fnErr != nil {
 			return fnErr
 		}
-		return fmt.Errorf("signal: commit transaction of %s: %w", b.profile, err)
+		return b.checkFenced(fmt.Errorf("signal: commit transaction of %s: %w", b.profile, err))
 	}
 	if last != nil {
 		last.runCommit()
@@ -176,13 +193,20 @@ func (b *kv) get(ctx context.Context, ns, key string) ([]byte, bool, error) {
 		err error
 	)
 	if t := b.txFrom(ctx); t != nil {
-		if ov, ok := t.lookup(ns, key); ok {
+		// One lock covers the overlay and the Tx: a storage.Tx is not safe
+		// for concurrent use, and a caller might share its ctx.
+		t.mu.Lock()
+		ov, ok := t.overlay[overlayKey{ns, key}]
+		if !ok {
+			v, err = t.tx.Get(ctx, ns, key)
+		}
+		t.mu.Unlock()
+		if ok {
 			if ov.deleted {
 				return nil, false, nil
 			}
 			return ov.value, true, nil
 		}
-		v, err = t.tx.Get(ctx, ns, key)
 	} else {
 		v, err = b.st.Get(ctx, b.profile, ns, key)
 	}
@@ -299,7 +323,7 @@ func (b *kv) write(ctx context.Context, entries ...storage.Entry) error {
 		err = b.st.Put(ctx, b.profile, b.token, entries[0].NS, entries[0].Key, entries[0].Value)
 	}
 	if err != nil {
-		return fmt.Errorf("signal: write %d entries (%s/%s…) of %s: %w", len(entries), entries[0].NS, entries[0].Key, b.profile, err)
+		return b.checkFenced(fmt.Errorf("signal: write %d entries (%s/%s…) of %s: %w", len(entries), entries[0].NS, entries[0].Key, b.profile, err))
 	}
 	return nil
 }
