@@ -9,7 +9,6 @@ import (
 	"log"
 	"net"
 	"sort"
-	"strconv"
 	"sync"
 	"time"
 
@@ -65,9 +64,10 @@ type Membership struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 
-	mu   sync.Mutex
-	meta Meta
-	dead map[string]Member // name → last view, with Since
+	mu       sync.Mutex
+	meta     Meta
+	nodes    map[string]Member // from memberlist events; dead ones keep Since
+	selfAddr string
 }
 
 // NewMembership starts memberlist and joins the seeds in cfg.Join. If no
@@ -78,7 +78,7 @@ func NewMembership(cfg Config) (*Membership, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	m := &Membership{cfg: cfg, changes: make(chan struct{}, 1), publish: make(chan struct{}, 1), dead: make(map[string]Member),
+	m := &Membership{cfg: cfg, changes: make(chan struct{}, 1), publish: make(chan struct{}, 1), nodes: make(map[string]Member),
 		meta: Meta{API: cfg.APIAddr, Version: cfg.Version}}
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = cfg.Node
@@ -146,11 +146,12 @@ func (m *Membership) Join(ctx context.Context) (int, error) {
 func (m *Membership) resolve(ctx context.Context, seeds []string) ([]string, error) {
 	var out []string
 	var errs []error
-	self := m.ml.LocalNode().Address()
+	self := m.Addr()
+	_, selfPort, _ := net.SplitHostPort(self)
 	for _, s := range seeds {
 		host, port, err := net.SplitHostPort(s)
 		if err != nil {
-			host, port = s, strconv.Itoa(int(m.ml.LocalNode().Port))
+			host, port = s, selfPort
 		}
 		ips := []string{host}
 		if net.ParseIP(host) == nil {
@@ -186,41 +187,36 @@ func (m *Membership) poke() {
 func (m *Membership) Name() string { return m.cfg.Node }
 
 // Addr returns this node's gossip address (host:port).
-func (m *Membership) Addr() string { return m.ml.LocalNode().Address() }
-
-// Members returns every known member — alive, suspect, draining, and dead
-// ones this node saw die (until they return or DeadForget passes) — sorted
-// by name.
-func (m *Membership) Members() []Member {
-	nodes := m.ml.Members()
+func (m *Membership) Addr() string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := make([]Member, 0, len(nodes)+len(m.dead))
-	seen := make(map[string]bool, len(nodes))
-	for _, n := range nodes {
-		mem := Member{Name: n.Name, Addr: n.Address(), State: StateAlive}
-		_ = json.Unmarshal(n.Meta, &mem.Meta)
-		if n.Name == m.cfg.Node {
+	return m.selfAddr
+}
+
+// Members returns every known member — alive, draining, and dead ones this
+// node saw die (until they return or DeadForget passes) — sorted by name.
+//
+// The view is built from memberlist's event callbacks (which run under its
+// lock), not from memberlist.Members(): the nodes that returns are mutated
+// in place without a lock (the race detector flags every read). The price
+// is that suspicion is not visible: memberlist raises no event for it, so
+// a suspect member is reported alive until it is declared dead.
+func (m *Membership) Members() []Member {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]Member, 0, len(m.nodes))
+	for name, mem := range m.nodes {
+		if name == m.cfg.Node {
 			mem.Meta = m.meta // our freshest view of ourselves
 		}
-		if n.State == memberlist.StateSuspect {
-			mem.State = StateSuspect
+		if mem.State == StateDead && time.Since(mem.Since) > m.cfg.DeadForget {
+			delete(m.nodes, name)
+			continue
 		}
 		if mem.State == StateAlive && mem.Meta.Draining {
 			mem.State = StateDraining
 		}
-		seen[n.Name] = true
 		out = append(out, mem)
-	}
-	for name, d := range m.dead {
-		if seen[name] {
-			continue // back, even if the join event is still in flight
-		}
-		if time.Since(d.Since) > m.cfg.DeadForget {
-			delete(m.dead, name)
-			continue
-		}
-		out = append(out, d)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
@@ -273,8 +269,13 @@ func (m *Membership) Meta() Meta {
 }
 
 // Leave announces a graceful departure and waits up to timeout for it to
-// propagate. Peers see the node as left, not dead: nobody revokes its lease.
+// propagate. It marks the node draining first, which is how peers tell a
+// leave from a death: they see it as left and do not revoke its lease.
 func (m *Membership) Leave(timeout time.Duration) error {
+	m.SetMeta(func(meta *Meta) { meta.Draining = true })
+	if err := m.PublishMeta(timeout); err != nil {
+		m.cfg.Logger.Warn("cluster: announce leave", "err", err)
+	}
 	if err := m.ml.Leave(timeout); err != nil {
 		return fmt.Errorf("cluster: leave: %w", err)
 	}
@@ -315,28 +316,48 @@ func (d *delegate) GetBroadcasts(int, int) [][]byte        { return nil }
 func (d *delegate) LocalState(bool) []byte                 { return nil }
 func (d *delegate) MergeRemoteState(buf []byte, join bool) {}
 
-// events implements memberlist.EventDelegate. It must not block.
+// events implements memberlist.EventDelegate. memberlist calls it with its
+// node lock held: it copies what it needs, never calls back into
+// memberlist and never blocks.
 type events Membership
 
-func (e *events) NotifyJoin(n *memberlist.Node) {
+func (e *events) record(n *memberlist.Node, state State) {
 	m := (*Membership)(e)
+	mem := Member{Name: n.Name, Addr: n.Address(), State: state}
+	_ = json.Unmarshal(n.Meta, &mem.Meta)
+	if state == StateDead {
+		mem.Since = time.Now()
+	}
 	m.mu.Lock()
-	delete(m.dead, n.Name)
+	if n.Name == m.cfg.Node {
+		m.selfAddr = mem.Addr
+	}
+	if state == StateLeft {
+		delete(m.nodes, n.Name)
+	} else {
+		m.nodes[n.Name] = mem
+	}
 	m.mu.Unlock()
-	m.poke()
-}
-
-func (e *events) NotifyLeave(n *memberlist.Node) {
-	m := (*Membership)(e)
-	if n.State == memberlist.StateDead {
-		mem := Member{Name: n.Name, Addr: n.Address(), State: StateDead, Since: time.Now()}
-		_ = json.Unmarshal(n.Meta, &mem.Meta)
-		m.mu.Lock()
-		m.dead[n.Name] = mem
-		m.mu.Unlock()
+	if state == StateDead {
 		m.cfg.Logger.Warn("cluster: member dead", "member", n.Name)
 	}
 	m.poke()
 }
 
-func (e *events) NotifyUpdate(*memberlist.Node) { (*Membership)(e).poke() }
+func (e *events) NotifyJoin(n *memberlist.Node)   { e.record(n, StateAlive) }
+func (e *events) NotifyUpdate(n *memberlist.Node) { e.record(n, StateAlive) }
+
+// NotifyLeave cannot tell a graceful leave from a death: memberlist keeps
+// that in a field it does not pass on (Node.State is never updated). A
+// member that announced draining before going (Leave does) has left;
+// anything else is dead. Mistaking a leaver for dead costs a revocation of
+// a lease it is giving up anyway.
+func (e *events) NotifyLeave(n *memberlist.Node) {
+	var meta Meta
+	_ = json.Unmarshal(n.Meta, &meta)
+	if meta.Draining {
+		e.record(n, StateLeft)
+	} else {
+		e.record(n, StateDead)
+	}
+}
