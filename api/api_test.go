@@ -7,14 +7,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/amarula/amarula/api"
 	"github.com/amarula/amarula/msgstore"
-	"github.com/amarula/amarula/storage"
+	"github.com/amarula/amarula/webhook"
 )
 
 // TestAuthMatrix proves who may call what: no key and wrong keys are 401,
@@ -174,6 +177,7 @@ func TestErrorShapes(t *testing.T) {
 		{"unknown webhook field", "POST", "/v1/profiles", `{"id":"x1","webhook":{"url":"http://x","retries":3}}`, nil, 400, "unknown_field"},
 		{"body too large", "POST", "/v1/profiles", big, nil, 413, "body_too_large"},
 		{"exists", "POST", "/v1/profiles", `{"id":"alice"}`, nil, 409, "profile_exists"},
+		{"reserved id", "POST", "/v1/profiles", `{"id":"amarula-catalog"}`, nil, 400, "invalid_profile_id"},
 		{"unknown profile", "GET", "/v1/profiles/zed", ``, nil, 404, "profile_not_found"},
 		{"unknown profile send", "POST", "/v1/profiles/zed/messages", `{"to":"+15551234567","text":"x"}`, nil, 404, "profile_not_found"},
 		{"unknown route", "GET", "/v1/nothing", ``, nil, 404, "not_found"},
@@ -604,4 +608,74 @@ func TestNewNeedsAdminKey(t *testing.T) {
 	}
 }
 
-var _ = storage.ErrNotFound
+// TestWebhookDeadLettersAPI runs a real deliverer against a failing
+// receiver until it parks an event, then lists and redelivers it over HTTP.
+func TestWebhookDeadLettersAPI(t *testing.T) {
+	e := newEnv(t)
+	var fail atomic.Bool
+	fail.Store(true)
+	var got atomic.Int32
+	rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := webhook.VerifyRequest(r, "hook-secret", 1<<20, time.Minute, time.Now()); err != nil {
+			t.Errorf("receiver: %v", err)
+		}
+		if fail.Load() {
+			w.WriteHeader(http.StatusBadGateway)
+			return
+		}
+		got.Add(1)
+	}))
+	defer rcv.Close()
+	e.must(201, nil, "POST", "/v1/profiles", adminKey,
+		`{"id":"alice","webhook":{"url":"`+rcv.URL+`","secret":"hook-secret","events":["message.*"]}}`)
+	key := e.createKey("alice")
+	ids := appendEvents(t, e.store, "alice", 1, 1)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- webhook.Run(ctx, webhook.Config{
+			Profile: "alice", Log: e.store, KV: e.store,
+			Target: func(ctx context.Context) (webhook.Target, error) {
+				p, err := e.catalog.Get(ctx, "alice")
+				if err != nil || p.Webhook == nil {
+					return webhook.Target{}, err
+				}
+				return webhook.Target{URL: p.Webhook.URL, Secret: p.Webhook.Secret, Events: p.Webhook.Events}, nil
+			},
+			Backoff: webhook.Backoff{Initial: 5 * time.Millisecond, Max: 10 * time.Millisecond, Budget: 50 * time.Millisecond},
+			Logger:  testLogger(t),
+		})
+	}()
+	defer func() { cancel(); <-done }()
+
+	var dead struct {
+		Dead []map[string]any `json:"dead"`
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(dead.Dead) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("event was not parked")
+		}
+		time.Sleep(20 * time.Millisecond)
+		e.must(200, &dead, "GET", "/v1/profiles/alice/webhook/dead", key, "")
+	}
+	d := dead.Dead[0]
+	if d["id"] != ids[0] || d["type"] != "message.received" || d["last_status"] != float64(502) || d["parked_at"] == "" {
+		t.Fatalf("dead letter %v", d)
+	}
+	var res webhook.RedeliverResult
+	e.must(200, &res, "POST", "/v1/profiles/alice/webhook/redeliver", key, "")
+	if res.Failed != 1 || res.Remaining != 1 {
+		t.Fatalf("failing redeliver: %+v", res)
+	}
+	fail.Store(false)
+	e.must(200, &res, "POST", "/v1/profiles/alice/webhook/redeliver", key, `{"ids":["`+ids[0]+`"]}`)
+	if res.Redelivered != 1 || res.Remaining != 0 || got.Load() != 1 {
+		t.Fatalf("redeliver: %+v, received %d", res, got.Load())
+	}
+	r := e.must(200, nil, "GET", "/v1/profiles/alice/webhook/dead", key, "")
+	if strings.TrimSpace(string(r.body)) != `{"dead":[]}` {
+		t.Fatalf("dead list after redelivery: %s", r.body)
+	}
+}

@@ -138,6 +138,9 @@ func DecodeCreateProfile(r io.Reader) (CreateProfileRequest, *Error) {
 		if e := validateWebhook(*req.Webhook); e != nil {
 			return req, e
 		}
+		if len(req.Webhook.Events) == 0 {
+			req.Webhook.Events = nil // [] and absent both select every event
+		}
 	}
 	return req, nil
 }
