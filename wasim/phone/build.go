@@ -188,11 +188,11 @@ type Summary struct {
 	// EncMediaType is the <enc mediatype> of a 1:1 media message; empty
 	// otherwise.
 	EncMediaType string
-	// Edit is the <message edit> attribute: "1" edit, "7" sender revoke;
-	// empty otherwise.
+	// Edit is the <message edit> attribute: "1" edit, "7" sender revoke,
+	// "8" admin revoke; empty otherwise (send.go: getEditAttribute).
 	Edit string
-	// HideFail is true when <enc decrypt-fail="hide"> is set (edits,
-	// reactions).
+	// HideFail is true when <enc decrypt-fail="hide"> is set: edits,
+	// revokes and reactions.
 	HideFail bool
 }
 
@@ -216,7 +216,7 @@ func Describe(m *waE2E.Message) Summary {
 	case m.ReactionMessage != nil:
 		r := m.GetReactionMessage()
 		s.Type, s.Text, s.TargetID = TypeReaction, r.GetText(), r.GetKey().GetID()
-		s.StanzaType, s.HideFail = "reaction", true
+		s.StanzaType = "reaction"
 		if r.GetText() == "" {
 			s.Edit = string(types.EditAttributeSenderRevoke)
 		}
@@ -224,17 +224,20 @@ func Describe(m *waE2E.Message) Summary {
 		pm := m.GetEditedMessage().GetMessage().GetProtocolMessage()
 		s.Type, s.TargetID = TypeEdit, pm.GetKey().GetID()
 		s.Text = Describe(pm.GetEditedMessage()).Text
-		s.Edit, s.HideFail = string(types.EditAttributeMessageEdit), true
+		s.Edit = string(types.EditAttributeMessageEdit)
 	case m.ProtocolMessage != nil:
 		pm := m.GetProtocolMessage()
 		switch pm.GetType() {
 		case waE2E.ProtocolMessage_REVOKE:
 			s.Type, s.TargetID = TypeRevoke, pm.GetKey().GetID()
 			s.Edit = string(types.EditAttributeSenderRevoke)
+			if !pm.GetKey().GetFromMe() {
+				s.Edit = string(types.EditAttributeAdminRevoke)
+			}
 		case waE2E.ProtocolMessage_MESSAGE_EDIT:
 			s.Type, s.TargetID = TypeEdit, pm.GetKey().GetID()
 			s.Text = Describe(pm.GetEditedMessage()).Text
-			s.Edit, s.HideFail = string(types.EditAttributeMessageEdit), true
+			s.Edit = string(types.EditAttributeMessageEdit)
 		default:
 			s.Type = TypeProtocol
 		}
@@ -251,6 +254,9 @@ func Describe(m *waE2E.Message) Summary {
 			s.Type = TypeOther
 		}
 	}
+	// send.go: any edit attribute, and every reaction, hides decrypt
+	// failures on the receiving side.
+	s.HideFail = s.Edit != "" || s.StanzaType == "reaction"
 	return s
 }
 
