@@ -179,7 +179,9 @@ type KV interface {
 	// Clear wipes every namespace, the event log and the consumer cursors of
 	// the profile. The fence survives, so a zombie cannot write afterwards.
 	Clear(ctx context.Context, profile string, token Token) error
-	// ListProfiles lists every profile that has data, in unspecified order.
+	// ListProfiles lists every profile that has data — at least one key/value
+	// entry, or an event log since its last Clear — in unspecified order. A
+	// fence or consumer cursors alone do not list a profile.
 	ListProfiles(ctx context.Context) ([]string, error)
 	// ListProfilesWithMetadata is ListProfiles plus the creds/self summary.
 	ListProfilesWithMetadata(ctx context.Context) ([]ProfileInfo, error)
@@ -233,7 +235,9 @@ type EventLog interface {
 	// Append adds an event and returns its cursor.
 	Append(ctx context.Context, profile string, token Token, typ string, data []byte) (string, error)
 	// Read returns up to limit events strictly after the cursor ("" or "0"
-	// reads from the start of the retained log).
+	// reads from the start of the retained log). limit <= 0 means
+	// DefaultReadLimit; larger limits are capped at MaxReadLimit. A cursor
+	// that was trimmed by retention reads from the oldest retained event.
 	Read(ctx context.Context, profile, after string, limit int) ([]Event, error)
 	// Tail is Read that blocks until at least one event exists after the
 	// cursor or ctx is done (then it returns ctx.Err()).
@@ -257,7 +261,9 @@ type Store interface {
 	Close() error
 }
 
-// Retention bounds the event log of each profile.
+// Retention bounds the event log of each profile. Adapters apply it on
+// every append; zero fields mean the DefaultRetention value (see
+// WithDefaults) and a negative field disables that bound.
 type Retention struct {
 	MaxAge    time.Duration // default 7 days
 	MaxEvents int           // default 100,000
