@@ -27,6 +27,10 @@ const (
 	// NSPending keeps edits, revokes and reactions that arrived before
 	// their original: key the target id, value a JSON array of Message.
 	NSPending = "msg_pending"
+	// NSEarlyAcks keeps the best receipt status of a message the store
+	// does not know yet (a receipt can overtake the store write of a send):
+	// key the message id, value the status. Applied when it is stored.
+	NSEarlyAcks = "msg_early_ack"
 	// NSIdempotency maps a client's Idempotency-Key to the id of the
 	// message it sent (see Reserve).
 	NSIdempotency = "msg_idem"
@@ -245,6 +249,9 @@ func apply(ctx context.Context, tx storage.Tx, m Message, origin Origin) (Result
 		for _, op := range ops {
 			applyOp(&m, op)
 		}
+		if err := applyEarlyAck(ctx, tx, &m); err != nil {
+			return Result{}, err
+		}
 		if err := putTx(tx, NSMessages, m.ID, m); err != nil {
 			return Result{}, err
 		}
@@ -404,12 +411,19 @@ func (s *Store) Ack(ctx context.Context, profile string, token storage.Token, ac
 				continue
 			}
 			m, err := getTx(ctx, tx, a.ID)
-			if err == nil && m.FromMe && statusRank[a.Status] > statusRank[m.Status] {
-				m.Status = a.Status
-				if err := putTx(tx, NSMessages, m.ID, m); err != nil {
+			switch {
+			case err == nil:
+				if m.FromMe && statusRank[a.Status] > statusRank[m.Status] {
+					m.Status = a.Status
+					if err := putTx(tx, NSMessages, m.ID, m); err != nil {
+						return err
+					}
+				}
+			case errors.Is(err, ErrNotFound):
+				if err := keepEarlyAck(ctx, tx, a); err != nil {
 					return err
 				}
-			} else if err != nil && !errors.Is(err, ErrNotFound) {
+			default:
 				return err
 			}
 			data, err := json.Marshal(a)
@@ -424,6 +438,34 @@ func (s *Store) Ack(ctx context.Context, profile string, token storage.Token, ac
 		return nil, fmt.Errorf("msgstore: ack %s: %w", profile, err)
 	}
 	return cursors, nil
+}
+
+// keepEarlyAck remembers the best status of a receipt for an unknown id.
+func keepEarlyAck(ctx context.Context, tx storage.Tx, a AckData) error {
+	raw, err := tx.Get(ctx, NSEarlyAcks, a.ID)
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return fmt.Errorf("read early ack %s: %w", a.ID, err)
+	}
+	if statusRank[a.Status] > statusRank[string(raw)] {
+		tx.Put(NSEarlyAcks, a.ID, []byte(a.Status))
+	}
+	return nil
+}
+
+// applyEarlyAck moves an own message's status forward to a receipt that
+// arrived before the message was stored.
+func applyEarlyAck(ctx context.Context, tx storage.Tx, m *Message) error {
+	raw, err := tx.Get(ctx, NSEarlyAcks, m.ID)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("read early ack %s: %w", m.ID, err)
+	}
+	tx.Delete(NSEarlyAcks, m.ID)
+	if m.FromMe && statusRank[string(raw)] > statusRank[m.Status] {
+		m.Status = string(raw)
+	}
+	return nil
 }
 
 // Get returns one message by id, with every edit, revoke and reaction

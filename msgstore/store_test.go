@@ -296,6 +296,19 @@ func TestAckAndStatus(t *testing.T) {
 		if got := eventTypes(events(t, b)); !reflect.DeepEqual(got, want) {
 			t.Fatalf("events %v", got)
 		}
+		// A receipt can overtake the store write of the send it is about.
+		early := msgstore.AckData{ID: "S9", Chat: chatA, From: bob, Status: msgstore.StatusDelivered, Timestamp: 106}
+		if _, err := s.Ack(ctx, prof, token, []msgstore.AckData{early}); err != nil {
+			t.Fatal(err)
+		}
+		late := text("S9", chatA, 105, "raced")
+		late.FromMe, late.Status = true, msgstore.StatusSent
+		if res, err := s.PutSent(ctx, prof, token, late, ""); err != nil || res.Message.Status != msgstore.StatusDelivered {
+			t.Fatalf("send stored after its receipt: %+v %v", res.Message, err)
+		}
+		if got := mustGet(t, s, "S9"); got.Status != msgstore.StatusDelivered {
+			t.Fatalf("stored status %q", got.Status)
+		}
 		// Idempotency: a retried send finds the finished reservation.
 		r, created, err := s.Reserve(ctx, prof, token, "idem-1", "OTHER")
 		if err != nil || created || r.ID != "S1" || !r.Done {

@@ -1,0 +1,474 @@
+// Package session runs one profile's WhatsApp session: a whatsmeow client
+// over the profile's Signal store (package signal), its lifecycle (pairing
+// by QR or phone code, connect, reconnect with backoff, 440 conflict, 401
+// logout, fencing), the receive pipeline that stores every message and
+// appends its event before WhatsApp gets the ack, and sending.
+//
+// A Session owns exactly one supervisor goroutine (started by Start,
+// stopped and waited for by Stop) that alone connects and disconnects the
+// client. whatsmeow's callbacks never block on anything but the storage
+// transaction of a message or receipt; every other event is queued to the
+// supervisor.
+//
+// The package never decides who owns a profile (package lease does) and
+// never runs two clients for one Session.
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"go.mau.fi/whatsmeow"
+	"go.mau.fi/whatsmeow/store"
+	"go.mau.fi/whatsmeow/types"
+
+	"github.com/amarula/amarula/lease"
+	"github.com/amarula/amarula/msgstore"
+	"github.com/amarula/amarula/signal"
+	"github.com/amarula/amarula/storage"
+)
+
+// State is a profile's session state (design.md §4).
+type State string
+
+// Session states.
+const (
+	StateUnpaired     State = "unpaired"     // no credentials; not currently showing a QR
+	StatePairing      State = "pairing"      // connected to WhatsApp, showing QR codes / waiting for a phone code
+	StateConnecting   State = "connecting"   // credentials present, connecting
+	StateConnected    State = "connected"    // logged in
+	StateDisconnected State = "disconnected" // connection lost; will reconnect after a backoff
+	StateConflict     State = "conflict"     // 440 replaced: another connection took the device; no reconnect
+	StateLoggedOut    State = "logged_out"   // 401: the phone removed the device; credentials wiped
+	StateStopped      State = "stopped"      // stopped (operator, hand-off, lost lease or fenced)
+	StateUnassigned   State = "unassigned"   // no live node may own the profile (reported by the registry/API)
+)
+
+// Sentinel errors. Check them with errors.Is.
+var (
+	// ErrNotRunning is returned by operations that need a started session.
+	ErrNotRunning = errors.New("session: not running")
+	// ErrAlreadyStarted is returned by a second Start.
+	ErrAlreadyStarted = errors.New("session: already started")
+	// ErrNotConnected is returned by Send while the session is not logged in.
+	ErrNotConnected = errors.New("session: not connected")
+	// ErrAlreadyPaired is returned by QR and PairPhone for a paired profile.
+	ErrAlreadyPaired = errors.New("session: already paired")
+	// ErrNoQR is returned by QR when no code is on display (not pairing,
+	// or the pairing rounds ran out: Connect starts new ones).
+	ErrNoQR = errors.New("session: no QR code available")
+	// ErrInvalidRequest is returned by Send for a malformed request.
+	ErrInvalidRequest = errors.New("session: invalid request")
+	// ErrFenced is returned (wrapping storage.ErrFenced) after the session
+	// stopped because a newer owner fenced the profile.
+	ErrFenced = storage.ErrFenced
+	// ErrLeaseLost is the stop cause when the grant's Done closed.
+	ErrLeaseLost = errors.New("session: ownership lease lost")
+)
+
+// NotImplementedError is returned for a feature this version does not do
+// yet (media sending).
+type NotImplementedError struct{ Feature string }
+
+func (e *NotImplementedError) Error() string {
+	return "session: " + e.Feature + " is not implemented yet"
+}
+
+// Limiter paces connection attempts (the node's AMARULA_CONNECT_RATE token
+// bucket; *rate.Limiter satisfies it).
+type Limiter interface {
+	Wait(ctx context.Context) error
+}
+
+// Backoff bounds reconnect delays: Initial, doubled per failed attempt up
+// to Max, with ±20 % jitter.
+type Backoff struct {
+	Initial time.Duration // default 1 s
+	Max     time.Duration // default 60 s
+}
+
+// Config is everything a Session needs. Zero values take the defaults
+// documented per field.
+type Config struct {
+	// Profile is the profile id (storage.ProfileIDPattern).
+	Profile string
+	// Grant is the ownership of Profile. When set, its Token is the
+	// fencing token and its Done closing stops the session at once.
+	Grant *lease.Grant
+	// Token is the fencing token when Grant is nil (tests, tools).
+	Token storage.Token
+	// Store is the storage seam (credentials, messages, events).
+	Store storage.Store
+
+	// WhatsAppURL points the client at a simulator (wasim), e.g.
+	// "ws://127.0.0.1:9800/ws/chat"; empty means real WhatsApp.
+	WhatsAppURL string
+	// RootKey is the simulator's certificate root public key; required
+	// with WhatsAppURL. It is installed process-wide (whatsmeow global).
+	RootKey [32]byte
+
+	// Logger receives the session's logs; every line carries the profile.
+	// Default: discard.
+	Logger *slog.Logger
+	// WhatsmeowLogLevel is the lowest whatsmeow log level passed on to
+	// Logger. Default slog.LevelWarn (whatsmeow's debug output contains
+	// raw nodes).
+	WhatsmeowLogLevel slog.Level
+
+	// Reconnect bounds the reconnect backoff.
+	Reconnect Backoff
+	// ConnectLimiter, if set, is waited on before every connection attempt.
+	ConnectLimiter Limiter
+	// PairingRounds is how many QR rounds (each about 160 s on WhatsApp)
+	// run before the session rests in state unpaired until Connect.
+	// Default 3.
+	PairingRounds int
+	// StoreTimeout bounds one storage transaction of the receive
+	// pipeline. Default 10 s.
+	StoreTimeout time.Duration
+	// OnStateChange, if set, is called after every state change, from the
+	// supervisor goroutine. It must not block.
+	OnStateChange func(profile string, state State)
+}
+
+func (c *Config) setDefaults() {
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if c.WhatsmeowLogLevel == 0 {
+		c.WhatsmeowLogLevel = slog.LevelWarn
+	}
+	if c.Reconnect.Initial <= 0 {
+		c.Reconnect.Initial = time.Second
+	}
+	if c.Reconnect.Max <= 0 {
+		c.Reconnect.Max = time.Minute
+	}
+	if c.Reconnect.Max < c.Reconnect.Initial {
+		c.Reconnect.Max = c.Reconnect.Initial
+	}
+	if c.PairingRounds <= 0 {
+		c.PairingRounds = 3
+	}
+	if c.StoreTimeout <= 0 {
+		c.StoreTimeout = 10 * time.Second
+	}
+	if c.Grant != nil {
+		c.Token = c.Grant.Token
+	}
+}
+
+func (c *Config) validate() error {
+	if err := storage.ValidateProfile(c.Profile); err != nil {
+		return err
+	}
+	if c.Store == nil {
+		return errors.New("session: config: Store is required")
+	}
+	if c.Grant != nil && c.Grant.Profile != c.Profile {
+		return fmt.Errorf("session: config: grant is for profile %q, not %q", c.Grant.Profile, c.Profile)
+	}
+	if c.WhatsAppURL != "" {
+		if _, err := simulatorAddr(c.WhatsAppURL); err != nil {
+			return fmt.Errorf("session: config: %w", err)
+		}
+		if c.RootKey == ([32]byte{}) {
+			return errors.New("session: config: RootKey is required with WhatsAppURL")
+		}
+	}
+	return nil
+}
+
+// QR is the pairing code on display.
+type QR struct {
+	Code      string    `json:"code"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// Info is a snapshot of a session for the API.
+type Info struct {
+	Profile        string    `json:"profile"`
+	State          State     `json:"state"`
+	JID            string    `json:"jid,omitempty"`
+	LID            string    `json:"lid,omitempty"`
+	PushName       string    `json:"push_name,omitempty"`
+	ConnectedSince time.Time `json:"connected_since,omitzero"`
+	// Err is why the session stopped or rests (nil while healthy).
+	Err error `json:"-"`
+}
+
+// Session is one profile's WhatsApp session. Create it with New, run it
+// with Start, end it with Stop. All methods are safe for concurrent use.
+type Session struct {
+	cfg       Config
+	log       *slog.Logger
+	st        storage.Store
+	msgs      *msgstore.Store
+	container *signal.Container
+	grantDone <-chan struct{}
+
+	ctx    context.Context // lives from Start to the end of Stop
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the supervisor has exited
+	wg     sync.WaitGroup
+
+	ctrl     chan struct{} // wakes the supervisor; cap 1
+	inflight sync.WaitGroup
+
+	mu             sync.Mutex
+	cli            *whatsmeow.Client
+	started        bool
+	state          State
+	stopErr        error
+	qr             *QR
+	queue          []any         // whatsmeow events and commands for the supervisor
+	connectedSince time.Time
+	halted         bool // fenced or lease lost: refuse every further write
+	closing        bool // draining: refuse new message handling
+	failures       int  // consecutive failed connection attempts
+}
+
+// New validates cfg and builds the session. It starts nothing.
+func New(cfg Config) (*Session, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if cfg.WhatsAppURL != "" {
+		if err := useRootKey(cfg.RootKey); err != nil {
+			return nil, err
+		}
+	}
+	s := &Session{
+		cfg:   cfg,
+		log:   cfg.Logger.With("profile", cfg.Profile),
+		done:  make(chan struct{}),
+		ctrl:  make(chan struct{}, 1),
+		state: StateStopped,
+	}
+	// Every write of the session (ours and whatsmeow's) goes through the
+	// watcher: a fenced write anywhere halts the session.
+	st := &fenceWatch{Store: cfg.Store, onFenced: s.fenced}
+	container, err := signal.New(st, cfg.Profile, cfg.Token, newWALogger(s.log, cfg.WhatsmeowLogLevel))
+	if err != nil {
+		return nil, fmt.Errorf("session %s: %w", cfg.Profile, err)
+	}
+	s.st, s.msgs, s.container = st, msgstore.New(st), container
+	if cfg.Grant != nil {
+		s.grantDone = cfg.Grant.Done()
+	}
+	return s, nil
+}
+
+// Profile returns the profile id.
+func (s *Session) Profile() string { return s.cfg.Profile }
+
+// Token returns the fencing token the session writes with.
+func (s *Session) Token() storage.Token { return s.cfg.Token }
+
+// Messages returns the session's message store (reads are safe from any
+// node; writes belong to the owner).
+func (s *Session) Messages() *msgstore.Store { return s.msgs }
+
+// Start loads the profile's device and starts the supervisor, which pairs
+// (no credentials) or connects. It returns once the supervisor runs, not
+// when the connection is up; watch State or the event log.
+func (s *Session) Start(ctx context.Context) error {
+	s.mu.Lock()
+	if s.started {
+		s.mu.Unlock()
+		return ErrAlreadyStarted
+	}
+	s.started = true
+	s.mu.Unlock()
+
+	device, err := s.container.GetDevice(ctx)
+	if err != nil {
+		s.setState(StateStopped, fmt.Errorf("load device: %w", err))
+		close(s.done)
+		return fmt.Errorf("session %s: %w", s.cfg.Profile, err)
+	}
+	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	cli, err := s.newClient(device)
+	if err != nil {
+		s.cancel()
+		s.setState(StateStopped, err)
+		close(s.done)
+		return fmt.Errorf("session %s: %w", s.cfg.Profile, err)
+	}
+	s.mu.Lock()
+	s.cli = cli
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go s.run()
+	return nil
+}
+
+// Stop ends the session cleanly: the client disconnects without
+// reconnecting, in-flight message writes finish, the supervisor exits and
+// the state becomes stopped. It waits until then or until ctx ends. Stop on
+// a session that already ended (or never started) returns nil.
+func (s *Session) Stop(ctx context.Context) error {
+	s.mu.Lock()
+	started := s.started
+	s.mu.Unlock()
+	if !started {
+		return nil
+	}
+	s.command(cmdStop{})
+	// The supervisor may sit in a connection attempt (handshake timeouts
+	// run to 20 s); after a grace period cancel it. Messages being stored
+	// then are simply not acknowledged and come again to the next owner.
+	grace := time.NewTimer(stopGrace)
+	defer grace.Stop()
+	select {
+	case <-s.done:
+		return nil
+	case <-grace.C:
+		s.cancel()
+	case <-ctx.Done():
+		s.cancel()
+	}
+	select {
+	case <-s.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("session %s: stop: %w", s.cfg.Profile, ctx.Err())
+	}
+}
+
+// stopGrace is how long Stop lets the supervisor finish on its own.
+const stopGrace = 3 * time.Second
+
+// Done is closed when the session has ended (Stop, fencing, lost lease).
+func (s *Session) Done() <-chan struct{} { return s.done }
+
+// Err reports why the session ended or rests: wraps ErrFenced,
+// ErrLeaseLost, or describes a conflict/logout; nil after a clean Stop or
+// while healthy.
+func (s *Session) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stopErr
+}
+
+// State returns the current state.
+func (s *Session) State() State {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state
+}
+
+// Info returns a snapshot of the session.
+func (s *Session) Info() Info {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	in := Info{Profile: s.cfg.Profile, State: s.state, ConnectedSince: s.connectedSince, Err: s.stopErr}
+	if s.cli != nil && s.cli.Store != nil {
+		if id := s.cli.Store.ID; id != nil {
+			in.JID = id.ToNonAD().String()
+		}
+		if !s.cli.Store.LID.IsEmpty() {
+			in.LID = s.cli.Store.LID.ToNonAD().String()
+		}
+		in.PushName = s.cli.Store.PushName
+	}
+	return in
+}
+
+// QR returns the pairing code on display. It fails with ErrAlreadyPaired
+// for a paired profile and ErrNoQR when no code is shown.
+func (s *Session) QR() (QR, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cli != nil && s.cli.Store.ID != nil {
+		return QR{}, ErrAlreadyPaired
+	}
+	if s.qr == nil || s.state != StatePairing {
+		return QR{}, ErrNoQR
+	}
+	return *s.qr, nil
+}
+
+// Connect resumes a resting session: after a conflict, a logout (new
+// pairing), exhausted pairing rounds, or during a reconnect backoff (skips
+// the wait). It returns ErrNotRunning if the session has ended; a stopped
+// session is resumed by starting a new one (the registry does).
+func (s *Session) Connect(ctx context.Context) error {
+	if !s.running() {
+		return ErrNotRunning
+	}
+	s.command(cmdConnect{})
+	return nil
+}
+
+// Disconnect closes the connection but keeps the session (and its
+// registry slot): the session is disconnected and reconnects after the
+// usual backoff, or at once on Connect.
+func (s *Session) Disconnect(ctx context.Context) error {
+	if !s.running() {
+		return ErrNotRunning
+	}
+	s.command(cmdDisconnect{})
+	return nil
+}
+
+func (s *Session) running() bool {
+	s.mu.Lock()
+	started := s.started
+	s.mu.Unlock()
+	if !started {
+		return false
+	}
+	select {
+	case <-s.done:
+		return false
+	default:
+		return true
+	}
+}
+
+func (s *Session) client() *whatsmeow.Client {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cli
+}
+
+// ownJID is the account's own user JID (no device), empty before pairing.
+func (s *Session) ownJID() types.JID {
+	cli := s.client()
+	if cli == nil || cli.Store == nil || cli.Store.ID == nil {
+		return types.EmptyJID
+	}
+	return cli.Store.ID.ToNonAD()
+}
+
+// newClient builds a whatsmeow client for device with the pipeline's
+// settings: acks only after our handler stored the message
+// (SynchronousAck), decrypted plaintext buffered atomically with the
+// ratchet so a redelivery after a failed store decrypts again
+// (EnableDecryptedEventBuffer), and reconnects done by the supervisor.
+func (s *Session) newClient(device *store.Device) (*whatsmeow.Client, error) {
+	cli := whatsmeow.NewClient(device, newWALogger(s.log, s.cfg.WhatsmeowLogLevel))
+	cli.SynchronousAck = true
+	cli.EnableDecryptedEventBuffer = true
+	cli.EnableAutoReconnect = false
+	cli.BackgroundEventCtx = s.ctx
+	if s.cfg.WhatsAppURL != "" {
+		addr, err := simulatorAddr(s.cfg.WhatsAppURL)
+		if err != nil {
+			return nil, err
+		}
+		hc := loopbackHTTPClient(addr)
+		cli.SetPreLoginHTTPClient(hc)
+		cli.SetWebsocketHTTPClient(hc)
+		cli.SetMediaHTTPClient(hc)
+	}
+	cli.AddEventHandlerWithSuccessStatus(s.handle)
+	return cli, nil
+}

@@ -1,0 +1,371 @@
+package session_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/amarula/amarula/msgstore"
+	"github.com/amarula/amarula/session"
+	"github.com/amarula/amarula/storage"
+)
+
+// TestPairReceiveSend: a fresh profile shows a QR (and a session.qr
+// event), the phone links it, it connects; a text from a peer is stored
+// exactly once with one message.received event; a send reaches the peer,
+// is stored from_me with message.sent, and the peer's delivery receipt
+// becomes a message.ack event and status delivered.
+func TestPairReceiveSend(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		s, dev := e.pairQR(1)
+		if dev.User != e.own.JID().User || dev.Device == 0 {
+			t.Fatalf("linked device %s", dev)
+		}
+		info := s.Info()
+		if info.JID != e.own.JID().String() || info.ConnectedSince.IsZero() {
+			t.Fatalf("info %+v", info)
+		}
+		for _, typ := range []string{msgstore.EventSessionQR, msgstore.EventSessionPaired, msgstore.EventSessionConnected} {
+			if e.countEvents(typ, "") == 0 {
+				t.Fatalf("no %s event in %v", typ, e.events())
+			}
+		}
+		if _, err := s.QR(); !errors.Is(err, session.ErrAlreadyPaired) {
+			t.Fatalf("QR after pairing: %v", err)
+		}
+
+		id, err := e.peer.SendText(e.own.JID(), "hello gateway")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := e.waitMessage(s, id, nil)
+		if m.Type != msgstore.TypeText || m.Text != "hello gateway" || m.FromMe ||
+			m.Chat != e.peer.JID().String() || m.From != e.peer.JID().String() || m.To != e.own.JID().String() || m.PushName != "Peer" {
+			t.Fatalf("stored %+v", m)
+		}
+		if n := e.countEvents(msgstore.EventMessageReceived, id); n != 1 {
+			t.Fatalf("%d message.received events for %s", n, id)
+		}
+
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		res, err := s.Send(ctx, session.SendRequest{To: "+" + e.peer.JID().User, Text: "hi from the gateway", ReplyTo: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.ID == "" || res.Timestamp == 0 || res.Message.ReplyTo != id || !res.Message.FromMe {
+			t.Fatalf("send result %+v", res)
+		}
+		waitFor(t, "the peer to decrypt the send", 20*time.Second, func() error {
+			for _, rm := range e.peer.Messages(0) {
+				if rm.ID == res.ID && rm.Text == "hi from the gateway" {
+					return nil
+				}
+			}
+			return errNotYet
+		})
+		if n := e.countEvents(msgstore.EventMessageSent, res.ID); n != 1 {
+			t.Fatalf("%d message.sent events", n)
+		}
+		e.waitMessage(s, res.ID, func(m msgstore.Message) error {
+			if m.Status != msgstore.StatusDelivered && m.Status != msgstore.StatusRead {
+				return fmt.Errorf("status %q", m.Status)
+			}
+			return nil
+		})
+		if e.countEvents(msgstore.EventMessageAck, res.ID) == 0 {
+			t.Fatal("no message.ack event for the delivered send")
+		}
+
+		if _, err := s.Send(ctx, session.SendRequest{To: e.peer.JID().String(), Media: struct{}{}}); !errors.As(err, new(*session.NotImplementedError)) {
+			t.Fatalf("media send: %v", err)
+		}
+		if _, err := s.Send(ctx, session.SendRequest{To: "not a number", Text: "x"}); !errors.Is(err, session.ErrInvalidRequest) {
+			t.Fatalf("bad recipient: %v", err)
+		}
+	})
+}
+
+// TestIdempotentSend: a retried send with the same Idempotency-Key returns
+// the first result and sends nothing new.
+func TestIdempotentSend(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		s, _ := e.pairQR(1)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		req := session.SendRequest{To: e.peer.JID().String(), Text: "once", IdempotencyKey: "k-1"}
+		first, err := s.Send(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := s.Send(ctx, req)
+		if err != nil || !again.Replayed || again.ID != first.ID {
+			t.Fatalf("retry: %+v %v", again, err)
+		}
+		waitFor(t, "the peer to get the send", 20*time.Second, func() error {
+			if len(e.peer.Messages(0)) == 0 {
+				return errNotYet
+			}
+			return nil
+		})
+		time.Sleep(300 * time.Millisecond) // let a wrongly repeated send arrive, if any
+		n := 0
+		for _, rm := range e.peer.Messages(0) {
+			if rm.Text == "once" {
+				n++
+			}
+		}
+		if n != 1 || e.countEvents(msgstore.EventMessageSent, "") != 1 {
+			t.Fatalf("peer got %d copies, %d message.sent events", n, e.countEvents(msgstore.EventMessageSent, ""))
+		}
+	})
+}
+
+// TestOpsFromPhone: an edit, reactions and a revoke sent by the peer are
+// stored and applied to the original, each with its event.
+func TestOpsFromPhone(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		s, _ := e.pairQR(1)
+		to := e.own.JID()
+		id, err := e.peer.SendText(to, "teh original")
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.waitMessage(s, id, nil)
+		if _, err := e.peer.SendEdit(to, id, "the original"); err != nil {
+			t.Fatal(err)
+		}
+		e.waitMessage(s, id, func(m msgstore.Message) error {
+			if !m.Edited || m.Text != "the original" || len(m.History) != 1 || m.History[0].Text != "teh original" {
+				return fmt.Errorf("not edited yet: %+v", m)
+			}
+			return nil
+		})
+		if _, err := e.peer.SendReaction(to, id, "👍"); err != nil {
+			t.Fatal(err)
+		}
+		e.waitMessage(s, id, func(m msgstore.Message) error {
+			if m.Reactions[e.peer.JID().String()] != "👍" {
+				return fmt.Errorf("reactions %v", m.Reactions)
+			}
+			return nil
+		})
+		// A reaction by the gateway to the peer's message goes out and is
+		// applied locally too.
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if _, err := s.Send(ctx, session.SendRequest{To: e.peer.JID().String(), Reaction: &session.Reaction{TargetID: id, Emoji: "🎉"}}); err != nil {
+			t.Fatal(err)
+		}
+		e.waitMessage(s, id, func(m msgstore.Message) error {
+			if m.Reactions[e.own.JID().String()] != "🎉" {
+				return fmt.Errorf("own reaction missing: %v", m.Reactions)
+			}
+			return nil
+		})
+		if _, err := e.peer.SendRevoke(to, id); err != nil {
+			t.Fatal(err)
+		}
+		e.waitMessage(s, id, func(m msgstore.Message) error {
+			if !m.Revoked || m.Text != "" {
+				return fmt.Errorf("not revoked: %+v", m)
+			}
+			return nil
+		})
+		for _, typ := range []string{msgstore.EventMessageEdited, msgstore.EventMessageReaction, msgstore.EventMessageRevoked} {
+			if n := e.countEvents(typ, ""); n != 1 {
+				t.Fatalf("%d %s events", n, typ)
+			}
+		}
+		page, err := s.Messages().List(ctx, profile, msgstore.Query{Chat: e.peer.JID().String()})
+		if err != nil || len(page.Messages) != 1 {
+			t.Fatalf("chat list shows %d messages (%v), want the original only", len(page.Messages), err)
+		}
+	})
+}
+
+// TestRestartWithoutQR: a new Session object on the same store reconnects
+// with the stored credentials (never pairing), and what the peer sent
+// while it was down arrives exactly once.
+func TestRestartWithoutQR(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		s1, dev := e.pairQR(1)
+		first, err := e.peer.SendText(e.own.JID(), "before restart")
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.waitMessage(s1, first, nil)
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		if err := s1.Stop(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if s1.State() != session.StateStopped {
+			t.Fatalf("state after Stop %s", s1.State())
+		}
+		var offline []string
+		for i := 0; i < 5; i++ {
+			id, err := e.peer.SendText(e.own.JID(), fmt.Sprintf("while down %d", i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			offline = append(offline, id)
+		}
+		var states []session.State
+		cfg := e.config(1)
+		cfg.OnStateChange = func(_ string, st session.State) { states = append(states, st) }
+		s2 := e.start(cfg)
+		waitState(t, s2, session.StateConnected, 30*time.Second)
+		for _, st := range states {
+			if st == session.StatePairing {
+				t.Fatalf("restart went through pairing: %v", states)
+			}
+		}
+		for _, id := range offline {
+			e.waitMessage(s2, id, nil)
+		}
+		for _, id := range append(offline, first) {
+			if n := e.countEvents(msgstore.EventMessageReceived, id); n != 1 {
+				t.Fatalf("%d message.received events for %s", n, id)
+			}
+		}
+		if d := e.device(dev); d.ConnectionsTotal < 2 || !d.Connected {
+			t.Fatalf("device %+v", d)
+		}
+	})
+}
+
+// TestConflict: a second connection of the same device makes the server
+// replace the first (440): the first session goes to conflict, emits
+// session.conflict and does not reconnect (the device's connection count
+// stays put), and Connect resumes it.
+func TestConflict(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		s1, dev := e.pairQR(1)
+		before := e.device(dev).ConnectionsTotal
+		s2 := e.start(e.config(1)) // same store, same credentials: a second client of the device
+		waitState(t, s2, session.StateConnected, 30*time.Second)
+		waitState(t, s1, session.StateConflict, 20*time.Second)
+		if e.countEvents(msgstore.EventSessionConflict, "") != 1 {
+			t.Fatal("no session.conflict event")
+		}
+		settled := e.device(dev).ConnectionsTotal
+		time.Sleep(3 * time.Second) // several backoff periods of s1 (100 ms … 1 s)
+		d := e.device(dev)
+		if d.ConnectionsTotal != settled || d.ConnectionsTotal != before+1 || s1.State() != session.StateConflict {
+			t.Fatalf("reconnect loop: connections %d → %d → %d (before second client %d), s1 %s", before, settled, d.ConnectionsTotal, before, s1.State())
+		}
+		t.Logf("connections: before %d, after conflict %d, 3 s later %d; replaced %d", before, settled, d.ConnectionsTotal, d.ReplacedTotal)
+		// The operator resumes the first session; it takes the device back.
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		if err := s2.Stop(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := s1.Connect(ctx); err != nil {
+			t.Fatal(err)
+		}
+		waitState(t, s1, session.StateConnected, 30*time.Second)
+	})
+}
+
+// TestLoggedOut: the phone unlinks the device: the session goes to
+// logged_out, emits session.logged_out, its credentials are gone, and
+// Connect starts a new pairing.
+func TestLoggedOut(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		s, dev := e.pairQR(1)
+		if _, err := e.st.Get(context.Background(), profile, storage.NSCreds, storage.CredsKey); err != nil {
+			t.Fatalf("creds before unlink: %v", err)
+		}
+		if err := e.own.Unlink(dev); err != nil {
+			t.Fatal(err)
+		}
+		waitState(t, s, session.StateLoggedOut, 20*time.Second)
+		if e.countEvents(msgstore.EventSessionLoggedOut, "") != 1 {
+			t.Fatal("no session.logged_out event")
+		}
+		if _, err := e.st.Get(context.Background(), profile, storage.NSCreds, storage.CredsKey); !errors.Is(err, storage.ErrNotFound) {
+			t.Fatalf("creds after logout: %v", err)
+		}
+		if kvs, _ := e.st.Scan(context.Background(), profile, storage.NSSession, ""); len(kvs) != 0 {
+			t.Fatalf("%d signal sessions left after logout", len(kvs))
+		}
+		if err := s.Connect(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "a new QR", 20*time.Second, func() error { _, err := s.QR(); return err })
+	})
+}
+
+// TestFencedStops: a newer owner raises the fence behind the session's
+// back: the next message write is refused, the message is not
+// acknowledged, the session stops without reconnecting; the newer owner's
+// session then gets the message redelivered and stores it exactly once.
+func TestFencedStops(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		s1, dev := e.pairQR(1)
+		if err := e.st.RaiseFence(context.Background(), profile, 2); err != nil {
+			t.Fatal(err)
+		}
+		id, err := e.peer.SendText(e.own.JID(), "during the takeover")
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the fenced session to stop", 20*time.Second, func() error {
+			select {
+			case <-s1.Done():
+				return nil
+			default:
+				return fmt.Errorf("state %s", s1.State())
+			}
+		})
+		if !errors.Is(s1.Err(), storage.ErrFenced) || s1.State() != session.StateStopped {
+			t.Fatalf("stopped with %v in %s", s1.Err(), s1.State())
+		}
+		if _, err := s1.Messages().Get(context.Background(), profile, id); !errors.Is(err, msgstore.ErrNotFound) {
+			t.Fatalf("fenced write landed: %v", err)
+		}
+		conns := e.device(dev).ConnectionsTotal
+		time.Sleep(1500 * time.Millisecond)
+		if d := e.device(dev); d.ConnectionsTotal != conns {
+			t.Fatalf("fenced session reconnected: %d → %d", conns, d.ConnectionsTotal)
+		}
+		// The new owner (token 2) connects and gets the unacknowledged message.
+		s2 := e.start(e.config(2))
+		waitState(t, s2, session.StateConnected, 30*time.Second)
+		m := e.waitMessage(s2, id, nil)
+		if m.Text != "during the takeover" {
+			t.Fatalf("redelivered %+v", m)
+		}
+		if n := e.countEvents(msgstore.EventMessageReceived, id); n != 1 {
+			t.Fatalf("%d message.received events", n)
+		}
+	})
+}
+
+// TestPairPhone: phone-code pairing: PairPhone returns a code, the phone
+// enters it, the session connects.
+func TestPairPhone(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		s := e.start(e.config(1))
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		code, err := s.PairPhone(ctx, "+"+e.own.JID().User)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(code) != 9 || code[4] != '-' {
+			t.Fatalf("code %q", code)
+		}
+		if _, err := e.own.LinkCode(ctx, code); err != nil {
+			t.Fatalf("LinkCode: %v", err)
+		}
+		waitState(t, s, session.StateConnected, 30*time.Second)
+		if _, err := s.PairPhone(ctx, "+"+e.own.JID().User); !errors.Is(err, session.ErrAlreadyPaired) {
+			t.Fatalf("PairPhone when paired: %v", err)
+		}
+	})
+}
