@@ -226,7 +226,7 @@ type Session struct {
 	state          State
 	stopErr        error
 	qr             *QR
-	queue          []any         // whatsmeow events and commands for the supervisor
+	queue          []any // whatsmeow events and commands for the supervisor
 	connectedSince time.Time
 	halted         bool // fenced or lease lost: refuse every further write
 	closing        bool // draining: refuse new message handling
