@@ -374,3 +374,51 @@ func histCount(hg prometheus.Histogram) uint64 {
 	_ = hg.Write(&m)
 	return m.GetHistogram().GetSampleCount()
 }
+
+// TestClusterFalseDeathCostsOnlyAHandOff: a live node whose lease is
+// revoked (a wrong dead verdict) stops its sessions at once, re-grants a
+// lease and gets its profiles back; never two runners at once.
+func TestClusterFalseDeathCostsOnlyAHandOff(t *testing.T) {
+	h := newHarness(t)
+	profiles := createProfiles(t, h.catalog, 24)
+	stopCheck := h.checker(time.Minute)
+	defer stopCheck()
+	h.start("n1")
+	h.start("n2", "n1")
+	h.start("n3", "n1")
+	all := []string{"n1", "n2", "n3"}
+	if err := testenv.WaitFor(20*time.Second, func() error { return h.settled(profiles, all, true) }); err != nil {
+		t.Fatal(err)
+	}
+	had := h.nodes["n2"].runner.Running()
+	if len(had) == 0 {
+		t.Fatal("n2 owns nothing")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	revoked := time.Now()
+	if err := h.nodes["n1"].lm.RevokeNode(ctx, "n2"); err != nil {
+		t.Fatal(err)
+	}
+	// n2's sessions end at once (their grants close).
+	if err := testenv.WaitFor(3*time.Second, func() error {
+		for p := range h.nodes["n2"].runner.Running() {
+			if _, ok := had[p]; ok && h.nodes["n2"].runner.Running()[p] == had[p] {
+				return fmt.Errorf("%s still runs on n2 under the revoked grant", p)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("revocation of live n2 → its %d sessions stopped after %s", len(had), time.Since(revoked).Round(time.Millisecond))
+	if err := testenv.WaitFor(20*time.Second, func() error { return h.settled(profiles, all, true) }); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("…and the cluster is back to placement after %s", time.Since(revoked).Round(time.Millisecond))
+	if counterValue(h.nodes["n2"].cfg.Metrics.Losses) == 0 {
+		t.Fatal("n2 counted no lease losses")
+	}
+	stopCheck()
+	assertNoViolations(t, h)
+}

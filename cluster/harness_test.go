@@ -77,7 +77,7 @@ type fakeRunner struct {
 
 	mu      sync.Mutex
 	running map[string]*lease.Grant
-	starts  int
+	starts  []time.Time
 }
 
 func newFakeRunner(node string, w *world) *fakeRunner {
@@ -103,7 +103,7 @@ func (r *fakeRunner) Start(_ context.Context, g *lease.Grant) error {
 
 	r.mu.Lock()
 	r.running[g.Profile] = g
-	r.starts++
+	r.starts = append(r.starts, time.Now())
 	r.mu.Unlock()
 	// The session stops by itself when its grant ends.
 	r.wg.Add(1)
