@@ -30,16 +30,26 @@ func profileFrom(ctx context.Context) catalog.Profile {
 	return p
 }
 
+// route is one endpoint.
+type route struct {
+	pattern string
+	sc      scope
+	// loads says the path's profile must exist in the catalogue.
+	loads bool
+	h     handlerFunc
+}
+
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
-	type route struct {
-		pattern string
-		sc      scope
-		// loads says the path's profile must exist in the catalogue.
-		loads bool
-		h     handlerFunc
+	for _, rt := range s.routeTable() {
+		mux.Handle(rt.pattern, s.wrap(rt.pattern, rt.sc, rt.loads, rt.h))
 	}
-	routes := []route{
+	return s.front(mux)
+}
+
+// routeTable lists every endpoint (also checked against openapi.json).
+func (s *Server) routeTable() []route {
+	return []route{
 		{"GET /healthz", scopePublic, false, s.healthz},
 		{"GET /readyz", scopePublic, false, s.readyz},
 		{"GET /metrics", scopePublic, false, s.metricsHandler},
@@ -72,10 +82,6 @@ func (s *Server) routes() http.Handler {
 		{"GET /v1/profiles/{id}/webhook/dead", scopeProfile, true, s.deadLetters},
 		{"POST /v1/profiles/{id}/webhook/redeliver", scopeProfile, true, s.redeliver},
 	}
-	for _, rt := range routes {
-		mux.Handle(rt.pattern, s.wrap(rt.pattern, rt.sc, rt.loads, rt.h))
-	}
-	return s.front(mux)
 }
 
 // optional serves an endpoint implemented by another package, or 501.
