@@ -18,7 +18,7 @@ import (
 // The benchmarks compare this package on each real adapter with whatsmeow's
 // own sqlstore on SQLite (WAL, one file in a temp dir), in the same run.
 // Sub-benchmarks are named <op>/<variant> with variant sqlstore (the
-// baseline of internal/benchreport), bolt or redis.
+// baseline of internal/benchreport), sqlstore_fsync, bolt or redis.
 //
 //	go test -run '^$' -bench . -benchtime 2000x ./signal/
 
@@ -32,7 +32,11 @@ type benchVariant struct {
 }
 
 func benchVariants() []benchVariant {
-	vs := []benchVariant{{name: "sqlstore", device: sqlstoreDevice}}
+	vs := []benchVariant{
+		{name: "sqlstore", device: func(b *testing.B) *store.Device { return sqlstoreDevice(b, "") }},
+		// The same with an fsync per commit, the durability bolt gives.
+		{name: "sqlstore_fsync", device: func(b *testing.B) *store.Device { return sqlstoreDevice(b, "&_synchronous=FULL") }},
+	}
 	for _, mk := range backendMakers {
 		vs = append(vs, benchVariant{name: mk.name, device: func(b *testing.B) *store.Device {
 			be := mk.make(b)
@@ -43,12 +47,13 @@ func benchVariants() []benchVariant {
 }
 
 // sqlstoreDevice returns a paired device of whatsmeow's sqlstore on a fresh
-// SQLite file in WAL mode.
-func sqlstoreDevice(b *testing.B) *store.Device {
+// SQLite file in WAL mode. go-sqlite3's default synchronous=NORMAL does not
+// fsync on commit in WAL mode; extraDSN may change that.
+func sqlstoreDevice(b *testing.B, extraDSN string) *store.Device {
 	b.Helper()
 	ctx := context.Background()
 	path := filepath.Join(b.TempDir(), "whatsmeow.db")
-	c, err := sqlstore.New(ctx, "sqlite3", "file:"+path+"?_foreign_keys=on&_journal_mode=WAL", nil)
+	c, err := sqlstore.New(ctx, "sqlite3", "file:"+path+"?_foreign_keys=on&_journal_mode=WAL"+extraDSN, nil)
 	if err != nil {
 		b.Fatalf("sqlstore.New: %v", err)
 	}
