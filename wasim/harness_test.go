@@ -40,12 +40,12 @@ func TestMain(m *testing.M) {
 }
 
 type harness struct {
-	t   *testing.T
+	t   testing.TB
 	srv *Server
 	ctx context.Context
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t testing.TB) *harness {
 	t.Helper()
 	level := slog.LevelWarn
 	if os.Getenv("WASIM_DEBUG") != "" {
@@ -73,7 +73,7 @@ var dbSeq atomic.Int64
 
 // client wraps a real whatsmeow client with an event recorder.
 type client struct {
-	t         *testing.T
+	t         testing.TB
 	cli       *whatsmeow.Client
 	container *sqlstore.Container
 
@@ -196,7 +196,7 @@ func mustJID(s string) types.JID {
 }
 
 // poll waits until cond holds.
-func poll(t *testing.T, d time.Duration, what string, cond func() bool) {
+func poll(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"go.mau.fi/whatsmeow"
+	waBinary "go.mau.fi/whatsmeow/binary"
 	"go.mau.fi/whatsmeow/proto/waWa6"
 	"go.mau.fi/whatsmeow/socket"
 	"go.mau.fi/whatsmeow/types"
@@ -20,12 +21,12 @@ import (
 // rawClient speaks the wire protocol by hand so tests can send what a real
 // client never would.
 type rawClient struct {
-	t  *testing.T
+	t  testing.TB
 	ws *websocket.Conn
 	tr *transport // client view: read = server's write key
 }
 
-func dialRaw(t *testing.T, h *harness) *rawClient {
+func dialRaw(t testing.TB, h *harness) *rawClient {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(h.ctx, 5*time.Second)
 	defer cancel()
@@ -62,6 +63,20 @@ func (r *rawClient) readFrame() ([]byte, error) {
 // registration payload; the server answers with pair-device.
 func (r *rawClient) handshake() {
 	r.t.Helper()
+	payload := &waWa6.ClientPayload{DevicePairingData: &waWa6.ClientPayload_DevicePairingRegistrationData{
+		ERegid: be32(7), EKeytype: []byte{5}, EIdent: randomBytes(32), ESkeyID: be24(1),
+		ESkeyVal: randomBytes(32), ESkeySig: randomBytes(64),
+	}}
+	n := r.handshakeWith(keys.NewKeyPair(), payload)
+	if n.GetChildByTag("pair-device").Tag != "pair-device" {
+		r.t.Fatalf("expected pair-device, got %v", n)
+	}
+}
+
+// handshakeWith runs the Noise handshake with the given static key and
+// ClientPayload and returns the first node the server sends.
+func (r *rawClient) handshakeWith(cs *keys.KeyPair, clientPayload *waWa6.ClientPayload) *waBinary.Node {
+	r.t.Helper()
 	ns := newNoiseState()
 	e := keys.NewKeyPair()
 	ns.authenticate(e.Pub[:])
@@ -87,13 +102,9 @@ func (r *rawClient) handshake() {
 	if _, err := ns.decrypt(sh.GetPayload()); err != nil {
 		r.t.Fatal(err)
 	}
-	cs := keys.NewKeyPair()
 	staticCT := ns.encrypt(cs.Pub[:])
 	must(r.t, ns.mixDH(cs.Priv[:], sh.GetEphemeral()))
-	payload, _ := proto.Marshal(&waWa6.ClientPayload{DevicePairingData: &waWa6.ClientPayload_DevicePairingRegistrationData{
-		ERegid: be32(7), EKeytype: []byte{5}, EIdent: randomBytes(32), ESkeyID: be24(1),
-		ESkeyVal: randomBytes(32), ESkeySig: randomBytes(64),
-	}})
+	payload, _ := proto.Marshal(clientPayload)
 	fin, _ := proto.Marshal(&waWa6.HandshakeMessage{ClientFinish: &waWa6.HandshakeMessage_ClientFinish{
 		Static: staticCT, Payload: ns.encrypt(payload),
 	}})
@@ -102,14 +113,29 @@ func (r *rawClient) handshake() {
 	k1, k2, err := ns.split()
 	must(r.t, err)
 	r.tr = &transport{read: k2, write: k1}
+	n, err := r.readNode()
+	must(r.t, err)
+	return n
+}
+
+func (r *rawClient) readNode() (*waBinary.Node, error) {
 	pt, err := r.readFrame()
-	must(r.t, err)
-	plain, err := r.tr.open(pt)
-	must(r.t, err)
-	n, err := DecodeNode(plain, 1<<20)
-	if err != nil || n.GetChildByTag("pair-device").Tag != "pair-device" {
-		r.t.Fatalf("expected pair-device, got %v %v", n, err)
+	if err != nil {
+		return nil, err
 	}
+	plain, err := r.tr.open(pt)
+	if err != nil {
+		return nil, err
+	}
+	return DecodeNode(plain, 1<<24)
+}
+
+func (r *rawClient) sendNode(n waBinary.Node) error {
+	b, err := EncodeNode(n)
+	if err != nil {
+		return err
+	}
+	return r.sendEncrypted(b)
 }
 
 func (r *rawClient) sendEncrypted(payload []byte) error {
@@ -131,7 +157,7 @@ func (r *rawClient) expectClosed() {
 	r.t.Fatal("server kept the connection open")
 }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,156 @@
+package wasim
+
+import (
+	"runtime"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	waBinary "go.mau.fi/whatsmeow/binary"
+	"go.mau.fi/whatsmeow/proto/waWa6"
+	"go.mau.fi/whatsmeow/types"
+	"go.mau.fi/whatsmeow/util/keys"
+)
+
+// addFakeDevice links a companion with random keys and n one-time prekeys
+// without running a client (benchmarks and load tests).
+func (s *Server) addFakeDevice(p *Phone, noise *keys.KeyPair, prekeys int) *device {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := p.acct
+	a.nextIdx++
+	d := &device{acct: a, idx: a.nextIdx, noisePub: *noise.Pub, regID: 1, keyIndex: uint32(a.nextIdx), linked: true}
+	copy(d.identity[:], randomBytes(32))
+	copy(d.skey[:], randomBytes(32))
+	d.prekeys = randomBytes(prekeys * preKeyRecordSize)
+	d.deviceIdentity = randomBytes(200)
+	a.devices[d.idx] = d
+	return d
+}
+
+// rawLogin connects as d with its Noise key and turns on live delivery.
+func rawLogin(tb testing.TB, h *harness, d *device, noise *keys.KeyPair) *rawClient {
+	tb.Helper()
+	r := dialRaw(tb, h)
+	user, _ := strconv.ParseUint(d.acct.user, 10, 64)
+	n := r.handshakeWith(noise, &waWa6.ClientPayload{
+		Username: proto.Uint64(user), Device: proto.Uint32(uint32(d.idx)),
+		Passive: proto.Bool(true), Pull: proto.Bool(true),
+	})
+	if n.Tag != "success" {
+		tb.Fatalf("login: %v", n)
+	}
+	must(tb, r.sendNode(waBinary.Node{Tag: "iq", Attrs: waBinary.Attrs{
+		"id": "active", "type": "set", "xmlns": "passive", "to": types.ServerJID,
+	}, Content: []waBinary.Node{{Tag: "active"}}}))
+	return r
+}
+
+// BenchmarkRouteMessages measures companion-to-companion routing through
+// the server: decode, fan-out, queue, transport encryption, the server ack
+// to the sender and the receiver's receipt that dequeues the stanza.
+func BenchmarkRouteMessages(b *testing.B) {
+	h := newHarness(b)
+	alice, _ := h.srv.CreatePhone("15550001111", "Alice")
+	bob, _ := h.srv.CreatePhone("15550002222", "Bob")
+	na, nb := keys.NewKeyPair(), keys.NewKeyPair()
+	da := h.srv.addFakeDevice(alice, na, 10)
+	db := h.srv.addFakeDevice(bob, nb, 10)
+	ra, rb := rawLogin(b, h, da, na), rawLogin(b, h, db, nb)
+
+	var received, acked atomic.Int64
+	recvDone := make(chan struct{})
+	go func() {
+		defer close(recvDone)
+		for {
+			n, err := rb.readNode()
+			if err != nil {
+				return
+			}
+			if n.Tag == "message" {
+				received.Add(1)
+				_ = rb.sendNode(waBinary.Node{Tag: "receipt", Attrs: waBinary.Attrs{"id": n.Attrs["id"], "to": n.Attrs["from"]}})
+			}
+		}
+	}()
+	ackDone := make(chan struct{})
+	go func() {
+		defer close(ackDone)
+		for {
+			n, err := ra.readNode()
+			if err != nil {
+				return
+			}
+			if n.Tag == "ack" {
+				acked.Add(1)
+			}
+		}
+	}()
+	enc := randomBytes(200)
+	to := bob.JID()
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		err := ra.sendNode(waBinary.Node{Tag: "message", Attrs: waBinary.Attrs{"id": "3EB0" + strconv.Itoa(i), "to": to, "type": "text"},
+			Content: []waBinary.Node{{Tag: "participants", Content: []waBinary.Node{{Tag: "to", Attrs: waBinary.Attrs{"jid": db.jid()},
+				Content: []waBinary.Node{{Tag: "enc", Attrs: waBinary.Attrs{"v": "2", "type": "msg"}, Content: enc}}}}}}})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	poll(b, 60*time.Second, "all messages routed", func() bool { return received.Load() >= int64(b.N) && acked.Load() >= int64(b.N) })
+	elapsed := time.Since(start)
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
+	poll(b, 10*time.Second, "queue drained", func() bool { return h.srv.Devices()[1].Queued == 0 })
+	ra.ws.CloseNow()
+	rb.ws.CloseNow()
+	<-recvDone
+	<-ackDone
+}
+
+func heapInUse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+// BenchmarkMemoryPerLinkedDevice measures the heap one linked device costs
+// when every device belongs to its own account (simulated phone included)
+// and holds the 812 one-time prekeys a fresh whatsmeow client uploads.
+func BenchmarkMemoryPerLinkedDevice(b *testing.B) {
+	h := newHarness(b)
+	before := heapInUse()
+	for i := 0; i < b.N; i++ {
+		p, err := h.srv.CreatePhone(strconv.Itoa(1_000_000_000+i), "User")
+		if err != nil {
+			b.Fatal(err)
+		}
+		h.srv.addFakeDevice(p, keys.NewKeyPair(), 812)
+	}
+	b.StopTimer()
+	per := float64(heapInUse()-before) / float64(b.N)
+	b.ReportMetric(per, "bytes/device")
+	b.ReportMetric(float64(1<<30)/per, "devices/GiB")
+}
+
+// BenchmarkMemoryPerCompanion is the marginal cost of one more companion on
+// an existing account (no phone), with 812 prekeys.
+func BenchmarkMemoryPerCompanion(b *testing.B) {
+	h := newHarness(b)
+	p, _ := h.srv.CreatePhone("15550001111", "Alice")
+	before := heapInUse()
+	for i := 0; i < b.N; i++ {
+		h.srv.addFakeDevice(p, keys.NewKeyPair(), 812)
+	}
+	b.StopTimer()
+	per := float64(heapInUse()-before) / float64(b.N)
+	b.ReportMetric(per, "bytes/device")
+	b.ReportMetric(float64(1<<30)/per, "devices/GiB")
+}
