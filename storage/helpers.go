@@ -56,6 +56,19 @@ func ValidateNSKey(ns, key string) error {
 	return ValidateKey(key)
 }
 
+// ValidateKeys validates a namespace and every key of a multi-key read.
+func ValidateKeys(ns string, keys []string) error {
+	if err := ValidateNamespace(ns); err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if err := ValidateKey(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // ValidateEntries validates every namespace and key of a batch.
 func ValidateEntries(entries []Entry) error {
 	for i, e := range entries {

@@ -145,13 +145,8 @@ func (s *Store) GetMany(ctx context.Context, profile, ns string, keys []string) 
 	if err := storage.ValidateProfile(profile); err != nil {
 		return nil, err
 	}
-	if err := storage.ValidateNamespace(ns); err != nil {
+	if err := storage.ValidateKeys(ns, keys); err != nil {
 		return nil, err
-	}
-	for _, k := range keys {
-		if err := storage.ValidateKey(k); err != nil {
-			return nil, err
-		}
 	}
 	if err := s.usable(); err != nil {
 		return nil, err
