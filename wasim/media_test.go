@@ -5,12 +5,14 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"errors"
 	"encoding/hex"
 	"testing"
 	"time"
 
 	"go.mau.fi/whatsmeow"
 	"go.mau.fi/whatsmeow/proto/waE2E"
+	"go.mau.fi/whatsmeow/proto/waMmsRetry"
 	"go.mau.fi/whatsmeow/types"
 	"go.mau.fi/whatsmeow/types/events"
 	"google.golang.org/protobuf/proto"
@@ -159,4 +161,40 @@ func TestReactionEditRevoke(t *testing.T) {
 		}
 		return seen == 3
 	})
+}
+
+// Expired media answers 404 until the phone re-uploads it on the client's
+// media retry request.
+func TestMediaRetryAfterExpiry(t *testing.T) {
+	h := newHarness(t)
+	alice, _ := h.srv.CreatePhone("15550001111", "Alice")
+	bob, _ := h.srv.CreatePhone("15550002222", "Bob")
+	c := h.pairQR(alice)
+	ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
+	defer cancel()
+	pic := randomBytes(20_000)
+	id, _ := bob.SendMedia(alice.JID(), "image", "image/jpeg", pic, "", "")
+	evt := waitEvent[*events.Message](c, 10*time.Second, func(m *events.Message) bool { return m.Info.ID == id })
+	im := evt.Message.GetImageMessage()
+	if _, err := h.srv.ExpireMedia(id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.cli.Download(ctx, im); !errors.Is(err, whatsmeow.ErrMediaDownloadFailedWith404) {
+		t.Fatalf("download of expired media: %v", err)
+	}
+	if err := c.cli.SendMediaRetryReceipt(ctx, &evt.Info, im.GetMediaKey()); err != nil {
+		t.Fatal(err)
+	}
+	mr := waitEvent[*events.MediaRetry](c, 10*time.Second, func(r *events.MediaRetry) bool { return r.MessageID == id })
+	if mr.Error != nil {
+		t.Fatalf("media retry error %+v", mr.Error)
+	}
+	notif, err := whatsmeow.DecryptMediaRetryNotification(mr, im.GetMediaKey())
+	if err != nil || notif.GetResult() != waMmsRetry.MediaRetryNotification_SUCCESS {
+		t.Fatalf("retry notification: %v %v", notif, err)
+	}
+	im.DirectPath = proto.String(notif.GetDirectPath())
+	if data, err := c.cli.Download(ctx, im); err != nil || !bytes.Equal(data, pic) {
+		t.Fatalf("download after re-upload: %v", err)
+	}
 }

@@ -191,6 +191,7 @@ type Stats struct {
 	Replaced          uint64 `json:"replaced"`
 	Pairings          uint64 `json:"pairings"`
 	UnknownRequests   uint64 `json:"unknown_requests"`
+	MediaRetries      uint64 `json:"media_retries"`
 	Queued            int    `json:"queued"`
 	MediaBlobs        int    `json:"media_blobs"`
 	MediaBytes        int64  `json:"media_bytes"`
@@ -209,6 +210,7 @@ func (s *Server) Stats() Stats {
 		Replaced:          s.stats.replaced.Load(),
 		Pairings:          s.stats.pairings.Load(),
 		UnknownRequests:   s.stats.unknownIQs.Load(),
+		MediaRetries:      s.stats.mediaRetries.Load(),
 	}
 	s.mu.RLock()
 	st.Phones = len(s.accounts)

@@ -63,6 +63,7 @@ type counters struct {
 	replaced          atomic.Uint64
 	pairings          atomic.Uint64
 	unknownIQs        atomic.Uint64
+	mediaRetries      atomic.Uint64
 }
 
 // New builds a Server from cfg. Call Start to listen.

@@ -176,6 +176,9 @@ func (p *Phone) receiveReceipt(from *device, n *waBinary.Node, ids []string) {
 	case "retry":
 		p.handleRetry(from, n)
 		return
+	case "server-error":
+		p.srv.handleMediaRetry(from, n)
+		return
 	case "":
 		typ = "delivery"
 	}
