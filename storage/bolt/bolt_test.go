@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -157,7 +158,7 @@ func TestDataSurvivesReopen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c2 == c || c2 <= c && len(c2) <= len(c) {
+	if n1, n2 := mustUint(t, c), mustUint(t, c2); n2 <= n1 {
 		t.Fatalf("cursor after Clear+reopen %s does not follow %s", c2, c)
 	}
 }
@@ -178,4 +179,13 @@ func TestOnCorruptHook(t *testing.T) {
 	if len(got) != 1 || got[0] != "alice/session/k" || s.CorruptReads() != 1 {
 		t.Fatalf("OnCorrupt calls %v, CorruptReads %d", got, s.CorruptReads())
 	}
+}
+
+func mustUint(t *testing.T, s string) uint64 {
+	t.Helper()
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		t.Fatalf("cursor %q is not a decimal sequence: %v", s, err)
+	}
+	return v
 }

@@ -165,10 +165,6 @@ func (s *Store) reportCorrupt(profile, ns, key string) {
 	}
 }
 
-// Client returns the underlying go-redis client (for operators' tooling and
-// tests; storage callers never need it).
-func (s *Store) Client() goredis.UniversalClient { return s.c }
-
 // Ping checks that Redis answers.
 func (s *Store) Ping(ctx context.Context) error {
 	if err := s.usable(); err != nil {
