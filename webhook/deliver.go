@@ -427,7 +427,9 @@ func (d *deliverer) park(ctx context.Context, env Envelope, st retryState, statu
 	if err != nil {
 		return fmt.Errorf("webhook encode dead letter: %w", err)
 	}
-	key := deadKey(now, env.ID)
+	// Keyed by the first failure, not the parking time, so parking the same
+	// event again after a crash between Put and Ack overwrites the entry.
+	key := deadKey(st.FirstFailure, env.ID)
 	if err := d.retryStorage(ctx, "park", func() error {
 		return d.KV.Put(ctx, d.Profile, d.Token, NSDead, key, b)
 	}); err != nil {
@@ -442,9 +444,9 @@ func (d *deliverer) park(ctx context.Context, env Envelope, st retryState, statu
 	return d.clearState(ctx, st)
 }
 
-// deadKey sorts parked events by parking time (that is, log order).
-func deadKey(parkedAt time.Time, id string) string {
-	return fmt.Sprintf("%020d/%s", parkedAt.UnixNano(), id)
+// deadKey sorts parked events by first failure (that is, log order).
+func deadKey(firstFailure time.Time, id string) string {
+	return fmt.Sprintf("%020d/%s", firstFailure.UnixNano(), id)
 }
 
 // errStatus is a non-2xx answer.

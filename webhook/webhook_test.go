@@ -291,9 +291,10 @@ func TestRetryBudgetSurvivesRestart(t *testing.T) {
 	if len(dead) != 1 || dead[0].Attempts <= before || dead[0].Attempts != rcv.perID[ids[0]] {
 		t.Fatalf("dead %+v: want attempts of both runs (%d before restart, %d total)", dead, before, rcv.perID[ids[0]])
 	}
-	if _, err := st.Get(context.Background(), "alice", webhook.NSState, "retry"); !errors.Is(err, storage.ErrNotFound) {
-		t.Errorf("retry state left behind: %v", err)
-	}
+	waitFor(t, "retry state cleared after parking", 5*time.Second, func() bool {
+		_, err := st.Get(context.Background(), "alice", webhook.NSState, "retry")
+		return errors.Is(err, storage.ErrNotFound)
+	})
 }
 
 // TestFilterAndNoTarget: events not selected by the patterns, and every
