@@ -9,6 +9,8 @@ import (
 	"log"
 	"net"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -66,7 +68,8 @@ type Membership struct {
 
 	mu       sync.Mutex
 	meta     Meta
-	nodes    map[string]Member // from memberlist events; dead ones keep Since
+	nodes    map[string]Member    // from memberlist events; dead ones keep Since
+	leaving  map[string]time.Time // members that told us they are leaving
 	selfAddr string
 }
 
@@ -78,7 +81,7 @@ func NewMembership(cfg Config) (*Membership, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	m := &Membership{cfg: cfg, changes: make(chan struct{}, 1), publish: make(chan struct{}, 1), nodes: make(map[string]Member),
+	m := &Membership{cfg: cfg, changes: make(chan struct{}, 1), publish: make(chan struct{}, 1), nodes: make(map[string]Member), leaving: make(map[string]time.Time),
 		meta: Meta{API: cfg.APIAddr, Version: cfg.Version}}
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = cfg.Node
@@ -268,18 +271,61 @@ func (m *Membership) Meta() Meta {
 	return m.meta
 }
 
+// leavingMsg prefixes the user message a node sends each peer before it
+// leaves.
+const leavingMsg = "amarula-leaving:"
+
 // Leave announces a graceful departure and waits up to timeout for it to
-// propagate. It marks the node draining first, which is how peers tell a
-// leave from a death: they see it as left and do not revoke its lease.
+// propagate. Peers must see it as left, not dead (a dead member gets its
+// lease revoked and counts against quorum), but memberlist does not tell
+// its event delegate which it was. So the node first marks itself draining
+// in its metadata and tells every peer directly over TCP that it is
+// leaving; a peer that has heard either records the departure as a leave.
 func (m *Membership) Leave(timeout time.Duration) error {
 	m.SetMeta(func(meta *Meta) { meta.Draining = true })
 	if err := m.PublishMeta(timeout); err != nil {
 		m.cfg.Logger.Warn("cluster: announce leave", "err", err)
 	}
+	m.tellPeersLeaving(timeout)
 	if err := m.ml.Leave(timeout); err != nil {
 		return fmt.Errorf("cluster: leave: %w", err)
 	}
 	return nil
+}
+
+func (m *Membership) tellPeersLeaving(timeout time.Duration) {
+	var peers []*memberlist.Node
+	m.mu.Lock()
+	for name, mem := range m.nodes {
+		if name == m.cfg.Node || mem.State != StateAlive {
+			continue
+		}
+		host, port, err := net.SplitHostPort(mem.Addr)
+		p, perr := strconv.Atoi(port)
+		if err != nil || perr != nil {
+			continue
+		}
+		peers = append(peers, &memberlist.Node{Name: name, Addr: net.ParseIP(host), Port: uint16(p)})
+	}
+	m.mu.Unlock()
+	msg := []byte(leavingMsg + m.cfg.Node)
+	done := make(chan struct{}, len(peers))
+	for _, n := range peers {
+		go func() {
+			if err := m.ml.SendReliable(n, msg); err != nil {
+				m.cfg.Logger.Debug("cluster: tell peer we leave", "peer", n.Name, "err", err)
+			}
+			done <- struct{}{}
+		}()
+	}
+	deadline := time.After(timeout)
+	for range peers {
+		select {
+		case <-done:
+		case <-deadline:
+			return // stragglers finish on their own (memberlist's TCP timeout)
+		}
+	}
 }
 
 // Shutdown stops memberlist without leaving (peers will declare this node
@@ -311,7 +357,17 @@ func (d *delegate) NodeMeta(limit int) []byte {
 	}
 	return b
 }
-func (d *delegate) NotifyMsg([]byte)                       {}
+
+// NotifyMsg receives the leaving notice of a peer (see Leave).
+func (d *delegate) NotifyMsg(b []byte) {
+	if name, ok := strings.CutPrefix(string(b), leavingMsg); ok {
+		m := (*Membership)(d)
+		m.mu.Lock()
+		m.leaving[name] = time.Now()
+		m.mu.Unlock()
+	}
+}
+
 func (d *delegate) GetBroadcasts(int, int) [][]byte        { return nil }
 func (d *delegate) LocalState(bool) []byte                 { return nil }
 func (d *delegate) MergeRemoteState(buf []byte, join bool) {}
@@ -344,7 +400,13 @@ func (e *events) record(n *memberlist.Node, state State) {
 	m.poke()
 }
 
-func (e *events) NotifyJoin(n *memberlist.Node)   { e.record(n, StateAlive) }
+func (e *events) NotifyJoin(n *memberlist.Node) {
+	m := (*Membership)(e)
+	m.mu.Lock()
+	delete(m.leaving, n.Name)
+	m.mu.Unlock()
+	e.record(n, StateAlive)
+}
 func (e *events) NotifyUpdate(n *memberlist.Node) { e.record(n, StateAlive) }
 
 // NotifyLeave cannot tell a graceful leave from a death: memberlist keeps
@@ -355,7 +417,12 @@ func (e *events) NotifyUpdate(n *memberlist.Node) { e.record(n, StateAlive) }
 func (e *events) NotifyLeave(n *memberlist.Node) {
 	var meta Meta
 	_ = json.Unmarshal(n.Meta, &meta)
-	if meta.Draining {
+	m := (*Membership)(e)
+	m.mu.Lock()
+	said, told := m.leaving[n.Name]
+	delete(m.leaving, n.Name)
+	m.mu.Unlock()
+	if meta.Draining || (told && time.Since(said) < time.Minute) {
 		e.record(n, StateLeft)
 	} else {
 		e.record(n, StateDead)
