@@ -89,7 +89,7 @@ func (c *conn) handleIQ(n *waBinary.Node) {
 			_ = c.send(iqResult(n))
 		}
 	case "usync":
-		_ = c.send(iqResult(n, c.srv.usync(first)))
+		_ = c.send(iqResult(n, c.srv.usync(c.dev, first)))
 	case "passive":
 		_ = c.send(iqResult(n))
 		if first.Tag == "active" {
@@ -268,7 +268,7 @@ func (s *Server) deviceIDs(a *account) []uint16 {
 	return ids
 }
 
-func (s *Server) usync(q waBinary.Node) waBinary.Node {
+func (s *Server) usync(requester *device, q waBinary.Node) waBinary.Node {
 	var wantDevices, wantLID, wantContact bool
 	for _, qn := range children(q.GetChildByTag("query")) {
 		switch qn.Tag {
@@ -307,6 +307,7 @@ func (s *Server) usync(q waBinary.Node) waBinary.Node {
 		if wantDevices {
 			var list []waBinary.Node
 			if a != nil {
+				s.watch(a, requester)
 				for _, id := range s.deviceIDs(a) {
 					attrs := waBinary.Attrs{"id": int(id)}
 					if id != 0 {
@@ -431,6 +432,7 @@ func (s *Server) unlink(d *device, notify bool) {
 	c := d.conn
 	d.mu.Unlock()
 	s.log.Info("device unlinked", "device", d.jid().String())
+	s.notifyDevicesChanged(d.acct)
 	if c != nil && notify {
 		_ = c.send(waBinary.Node{Tag: "stream:error", Attrs: waBinary.Attrs{"code": "401"}, Content: []waBinary.Node{
 			{Tag: "conflict", Attrs: waBinary.Attrs{"type": "device_removed"}},
@@ -440,3 +442,36 @@ func (s *Server) unlink(d *device, notify bool) {
 }
 
 func nowUnix() int64 { return time.Now().Unix() }
+
+func (s *Server) watch(a *account, d *device) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a.watchers == nil {
+		a.watchers = map[*device]struct{}{}
+	}
+	a.watchers[d] = struct{}{}
+}
+
+// notifyDevicesChanged tells every companion that fetched a's device list
+// to drop its cached copy (<notification type="devices"><update/>).
+func (s *Server) notifyDevicesChanged(a *account) {
+	s.mu.Lock()
+	watchers := make([]*device, 0, len(a.watchers))
+	for d := range a.watchers {
+		d.mu.Lock()
+		gone := d.removed
+		d.mu.Unlock()
+		if gone {
+			delete(a.watchers, d)
+			continue
+		}
+		watchers = append(watchers, d)
+	}
+	s.mu.Unlock()
+	for _, d := range watchers {
+		id := randomID(8)
+		s.deliver(d, 'n', id, waBinary.Node{Tag: "notification", Attrs: waBinary.Attrs{
+			"from": a.jid(), "type": "devices", "id": id, "t": nowUnix(), "lid": a.lidJID(),
+		}, Content: []waBinary.Node{{Tag: "update", Attrs: waBinary.Attrs{"hash": randomID(4)}}}})
+	}
+}

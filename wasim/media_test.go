@@ -5,8 +5,8 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"errors"
 	"encoding/hex"
+	"errors"
 	"testing"
 	"time"
 

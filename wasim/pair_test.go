@@ -95,3 +95,35 @@ func TestQRPairingLoginAndText(t *testing.T) {
 		t.Fatalf("device stats %+v", d[0])
 	}
 }
+
+// A client that cached a user's device list learns about a newly linked
+// companion through a devices notification and fans out to it.
+func TestDeviceListChangeReachesCachingClients(t *testing.T) {
+	h := newHarness(t)
+	alice, _ := h.srv.CreatePhone("15550001111", "Alice")
+	bob, _ := h.srv.CreatePhone("15550002222", "Bob")
+	a1 := h.pairQR(alice)
+	b1 := h.pairQR(bob)
+	ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
+	defer cancel()
+	if _, err := b1.cli.SendMessage(ctx, alice.JID(), &waE2E.Message{Conversation: proto.String("one")}); err != nil {
+		t.Fatal(err)
+	}
+	a2 := h.pairQR(alice)
+	// Bob's client gets (and acks) the devices notification.
+	poll(t, 5*time.Second, "notification acked", func() bool {
+		for _, d := range h.srv.Devices() {
+			if d.JID == b1.cli.Store.ID.String() && d.Queued == 0 {
+				return true
+			}
+		}
+		return false
+	})
+	resp, err := b1.cli.SendMessage(ctx, alice.JID(), &waE2E.Message{Conversation: proto.String("two")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*client{a1, a2} {
+		waitEvent[*events.Message](c, 10*time.Second, func(m *events.Message) bool { return m.Info.ID == resp.ID })
+	}
+}

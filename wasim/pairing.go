@@ -127,6 +127,7 @@ func (s *Server) pairCompanion(ctx context.Context, c *conn, acct *account, advS
 	}
 	s.stats.pairings.Add(1)
 	s.log.Info("companion paired", "device", d.jid().String())
+	s.notifyDevicesChanged(acct)
 	return d.jid(), nil
 }
 

@@ -16,9 +16,12 @@ type account struct {
 	name  string
 	phone *Phone
 
-	// devices and nextIdx are guarded by Server.mu.
+	// devices, nextIdx and watchers are guarded by Server.mu.
 	devices map[uint16]*device
 	nextIdx uint16
+	// watchers are the companions that fetched this account's device list
+	// (and may cache it): they get a devices notification when it changes.
+	watchers map[*device]struct{}
 }
 
 func (a *account) jid() types.JID    { return types.NewJID(a.user, types.DefaultUserServer) }
