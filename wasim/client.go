@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/url"
+	"strings"
 	"sync"
 
 	"go.mau.fi/whatsmeow"
@@ -16,7 +18,13 @@ import (
 // https://mmg.whatsapp.net/... reaches addr's media handlers. Loopback
 // URLs pass through unchanged. Install it on a whatsmeow client with
 // ConfigureClient (all three setters are needed, notes §1.2).
+//
+// addr may also be the simulator's websocket URL (ws://127.0.0.1:9800/ws/chat,
+// what AMARULA_WHATSAPP_URL carries); its host:port is used.
 func HTTPClient(addr string) *http.Client {
+	if u, err := url.Parse(addr); err == nil && u.Host != "" && strings.Contains(addr, "://") {
+		addr = u.Host
+	}
 	return &http.Client{Transport: &redirectTransport{addr: addr, base: &http.Transport{
 		DialContext:         (&net.Dialer{}).DialContext,
 		MaxIdleConnsPerHost: 16,

@@ -3,6 +3,7 @@ package wasim
 import (
 	"context"
 	"fmt"
+	"io"
 	"testing"
 	"time"
 
@@ -110,6 +111,23 @@ func TestUnlinkGives401(t *testing.T) {
 	for _, d := range h.srv.Devices() {
 		if !d.Removed {
 			t.Fatalf("device not removed: %+v", d)
+		}
+	}
+}
+
+func TestHTTPClientAcceptsURL(t *testing.T) {
+	h := newHarness(t)
+	for _, target := range []string{h.srv.Addr(), h.srv.URL()} {
+		hc := HTTPClient(target)
+		resp, err := hc.Get("https://web.whatsapp.com/admin/root-key")
+		if err != nil {
+			t.Fatalf("%s: %v", target, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		hc.CloseIdleConnections()
+		if string(b) != h.srv.RootKeyHex() {
+			t.Fatalf("%s: got %q", target, b)
 		}
 	}
 }
