@@ -106,3 +106,11 @@ func lidJID(user string, device uint16) types.JID {
 }
 
 func hexKey(h [32]byte) string { return hex.EncodeToString(h[:]) }
+
+// aliceOn opens be and returns a test context, the store and a device of
+// profile "alice" paired as user 100.
+func aliceOn(t *testing.T, be backend) (context.Context, storage.Store, *store.Device) {
+	t.Helper()
+	st := openStore(t, be)
+	return ctxT(t), st, pairedDevice(t, newContainer(t, st, "alice"), "100")
+}

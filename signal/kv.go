@@ -116,7 +116,7 @@ func (b *kv) runTxn(ctx context.Context, fn func(context.Context) error) error {
 		// An adapter may run the callback again (optimistic retry): every
 		// attempt starts from a clean overlay and its own hooks.
 		if last != nil {
-			last.runAbort()
+			last.finish(false)
 		}
 		t := &txn{owner: b, tx: tx, overlay: make(map[overlayKey]overlayVal)}
 		last = t
@@ -128,7 +128,7 @@ func (b *kv) runTxn(ctx context.Context, fn func(context.Context) error) error {
 	})
 	if err != nil {
 		if last != nil {
-			last.runAbort()
+			last.finish(false)
 		}
 		if fnErr != nil {
 			return fnErr
@@ -136,24 +136,18 @@ func (b *kv) runTxn(ctx context.Context, fn func(context.Context) error) error {
 		return b.checkFenced(fmt.Errorf("signal: commit transaction of %s: %w", b.profile, err))
 	}
 	if last != nil {
-		last.runCommit()
+		last.finish(true)
 	}
 	return nil
 }
 
-func (t *txn) runCommit() {
-	t.mu.Lock()
-	hooks := t.commit
-	t.commit, t.abort = nil, nil
-	t.mu.Unlock()
-	for _, h := range hooks {
-		h()
-	}
-}
-
-func (t *txn) runAbort() {
+// finish runs the commit or the abort hooks, once.
+func (t *txn) finish(committed bool) {
 	t.mu.Lock()
 	hooks := t.abort
+	if committed {
+		hooks = t.commit
+	}
 	t.commit, t.abort = nil, nil
 	t.mu.Unlock()
 	for _, h := range hooks {

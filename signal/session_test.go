@@ -59,9 +59,7 @@ func TestSessions(t *testing.T) {
 
 func TestIdentities(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, be backend) {
-		ctx := ctxT(t)
-		st := openStore(t, be)
-		d := pairedDevice(t, newContainer(t, st, "alice"), "100")
+		ctx, _, d := aliceOn(t, be)
 		ids := d.Identities
 		k1, k2 := [32]byte{1}, [32]byte{2}
 
@@ -95,9 +93,7 @@ func TestIdentities(t *testing.T) {
 
 func TestSenderKeys(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, be backend) {
-		ctx := ctxT(t)
-		st := openStore(t, be)
-		d := pairedDevice(t, newContainer(t, st, "alice"), "100")
+		ctx, _, d := aliceOn(t, be)
 		if v, err := d.SenderKeys.GetSenderKey(ctx, "g1@g.us", "111:0"); v != nil || err != nil {
 			t.Fatalf("GetSenderKey(miss) = %q, %v", v, err)
 		}
@@ -191,9 +187,7 @@ func TestMigratePNToLID(t *testing.T) {
 // counter: ids are never reused and survive a restart.
 func TestPreKeys(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, be backend) {
-		ctx := ctxT(t)
-		st := openStore(t, be)
-		d := pairedDevice(t, newContainer(t, st, "alice"), "100")
+		ctx, st, d := aliceOn(t, be)
 		pk := d.PreKeys
 
 		ids := func(n uint32) []uint32 {

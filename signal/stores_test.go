@@ -107,9 +107,7 @@ func TestLIDMapping(t *testing.T) {
 
 func TestAppState(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, be backend) {
-		ctx := ctxT(t)
-		st := openStore(t, be)
-		d := pairedDevice(t, newContainer(t, st, "alice"), "100")
+		ctx, _, d := aliceOn(t, be)
 		as, keys := d.AppState, d.AppStateKeys
 
 		// Versions.
@@ -253,9 +251,7 @@ func TestContacts(t *testing.T) {
 
 func TestChatSettings(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, be backend) {
-		ctx := ctxT(t)
-		st := openStore(t, be)
-		d := pairedDevice(t, newContainer(t, st, "alice"), "100")
+		ctx, _, d := aliceOn(t, be)
 		cs := d.ChatSettings
 		chat, group := pn("111", 0), types.JID{User: "123-456", Server: types.GroupServer}
 
@@ -291,9 +287,7 @@ func TestChatSettings(t *testing.T) {
 // through the LID map, returning the sender the secret was stored under.
 func TestMessageSecrets(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, be backend) {
-		ctx := ctxT(t)
-		st := openStore(t, be)
-		d := pairedDevice(t, newContainer(t, st, "alice"), "100")
+		ctx, _, d := aliceOn(t, be)
 		ms := d.MsgSecrets
 		must(t, d.LIDs.PutLIDMapping(ctx, lidJID("901", 0), pn("111", 0)))
 		must(t, d.LIDs.PutLIDMapping(ctx, lidJID("902", 0), pn("222", 0)))
@@ -328,9 +322,7 @@ func TestMessageSecrets(t *testing.T) {
 
 func TestPrivacyTokens(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, be backend) {
-		ctx := ctxT(t)
-		st := openStore(t, be)
-		d := pairedDevice(t, newContainer(t, st, "alice"), "100")
+		ctx, _, d := aliceOn(t, be)
 		pt := d.PrivacyTokens
 		must(t, d.LIDs.PutLIDMapping(ctx, lidJID("901", 0), pn("111", 0)))
 
@@ -363,9 +355,7 @@ func TestPrivacyTokens(t *testing.T) {
 
 func TestEventBuffer(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, be backend) {
-		ctx := ctxT(t)
-		st := openStore(t, be)
-		d := pairedDevice(t, newContainer(t, st, "alice"), "100")
+		ctx, st, d := aliceOn(t, be)
 		eb := d.EventBuffer
 		h1, h2 := [32]byte{1}, [32]byte{2}
 		serverTS := time.Unix(1700000000, 0)

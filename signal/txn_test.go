@@ -240,9 +240,7 @@ func TestMigrationInsideFailedTxn(t *testing.T) {
 // update (storage.Tx alone gives atomicity, not isolation).
 func TestConcurrentDecryptionTxns(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, be backend) {
-		ctx := ctxT(t)
-		st := openStore(t, be)
-		d := pairedDevice(t, newContainer(t, st, "alice"), "100")
+		ctx, _, d := aliceOn(t, be)
 		const workers, rounds = 4, 10
 		var wg sync.WaitGroup
 		errs := make(chan error, workers*rounds)
