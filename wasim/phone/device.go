@@ -44,8 +44,11 @@ var (
 var Serializer = serialize.NewProtoBufSerializer()
 
 const (
-	// preKeyBatch is how many one-time prekeys a Device generates at a time.
-	preKeyBatch = 100
+	// preKeyBatch is how many one-time prekeys a Device generates when its
+	// pool runs dry. Generation is lazy because a key pair costs an X25519
+	// base multiplication, and most simulated phones serve few bundles:
+	// creating thousands of phones must stay cheap.
+	preKeyBatch = 20
 	// signedPreKeyID is the id of the only signed prekey a Device has.
 	signedPreKeyID = 1
 	// maxPreKeyID keeps prekey ids inside the 3 bytes the wire carries (§4.3).
@@ -71,7 +74,8 @@ type Device struct {
 }
 
 // NewDevice creates a device for jid with a fresh identity key pair,
-// registration id, signed prekey and 100 one-time prekeys.
+// registration id and signed prekey. One-time prekeys are generated on
+// demand by TakePreKey (and Bundle), in batches, without limit.
 func NewDevice(jid types.JID) (*Device, error) {
 	ikp, err := keyhelper.GenerateIdentityKeyPair()
 	if err != nil {
@@ -82,9 +86,6 @@ func NewDevice(jid types.JID) (*Device, error) {
 		return nil, fmt.Errorf("new device %s: signed prekey: %w", jid, err)
 	}
 	st := newMemStore(ikp, keyhelper.GenerateRegistrationID(), spk)
-	if err := st.generatePreKeys(preKeyBatch); err != nil {
-		return nil, fmt.Errorf("new device %s: %w", jid, err)
-	}
 	return &Device{jid: jid, store: st}, nil
 }
 
@@ -120,8 +121,8 @@ func (d *Device) TakePreKey() (id uint32, pub [32]byte, ok bool) {
 	return d.store.takePreKey()
 }
 
-// PreKeyCount returns how many generated one-time prekeys have not been
-// handed out yet.
+// PreKeyCount returns how many already generated one-time prekeys have not
+// been handed out yet. It is not a limit: TakePreKey generates more.
 func (d *Device) PreKeyCount() int { return d.store.unservedCount() }
 
 // Bundle returns this device's prekey bundle as another device would build

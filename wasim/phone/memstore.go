@@ -47,13 +47,6 @@ func newMemStore(ikp *identity.KeyPair, regID uint32, spk *record.SignedPreKey) 
 	}
 }
 
-// generatePreKeys adds n one-time prekeys to the pool.
-func (s *memStore) generatePreKeys(n int) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.generatePreKeysLocked(n)
-}
-
 func (s *memStore) generatePreKeysLocked(n int) error {
 	start := s.nextPreKey
 	if int(start)+n-1 > maxPreKeyID {
