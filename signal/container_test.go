@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -91,6 +92,13 @@ func TestDevicePersistence(t *testing.T) {
 		sum := storage.ParseCredsSummary(raw)
 		if sum.JID != jid.String() || sum.LID != fresh.LID.String() || sum.PushName != "Alice A." {
 			t.Fatalf("creds summary = %+v", sum)
+		}
+
+		infos, err := st.ListProfilesWithMetadata(ctx)
+		must(t, err)
+		want := storage.ProfileInfo{Profile: "alice", JID: jid.String(), LID: fresh.LID.String(), PushName: "Alice A."}
+		if !slices.Contains(infos, want) {
+			t.Errorf("ListProfilesWithMetadata = %+v, want it to contain %+v", infos, want)
 		}
 
 		// Process-equivalent restart: new store object, new Container.

@@ -296,3 +296,64 @@ func TestTxnIgnoresForeignContext(t *testing.T) {
 		t.Fatalf("bob's write landed in alice's profile: %q", v)
 	}
 }
+
+// TestConcurrentStoreUse hammers one Container from several goroutines (run
+// with -race): prekey ids stay unique, contact and LID caches stay
+// consistent with storage.
+func TestConcurrentStoreUse(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, be backend) {
+		ctx, _, d := aliceOn(t, be)
+		const workers, rounds = 4, 5
+		var (
+			wg  sync.WaitGroup
+			mu  sync.Mutex
+			ids = map[uint32]bool{}
+		)
+		errs := make(chan error, workers*rounds*3)
+		for w := 0; w < workers; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for r := 0; r < rounds; r++ {
+					k, err := d.PreKeys.GenOnePreKey(ctx)
+					if err == nil {
+						mu.Lock()
+						if ids[k.KeyID] {
+							err = fmt.Errorf("prekey id %d handed out twice", k.KeyID)
+						}
+						ids[k.KeyID] = true
+						mu.Unlock()
+					}
+					errs <- err
+					user := strconv.Itoa(500 + r)
+					_, _, err = d.Contacts.PutPushName(ctx, pn(user, 0), "name"+user)
+					errs <- err
+					errs <- d.LIDs.PutLIDMapping(ctx, lidJID("9"+user, 0), pn(user, 0))
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			must(t, err)
+		}
+		if len(ids) != workers*rounds {
+			t.Fatalf("%d distinct prekey ids, want %d", len(ids), workers*rounds)
+		}
+		for id := uint32(1); id <= workers*rounds; id++ {
+			if !ids[id] {
+				t.Errorf("prekey id %d missing: ids are not dense", id)
+			}
+		}
+		for r := 0; r < rounds; r++ {
+			user := strconv.Itoa(500 + r)
+			info, err := d.Contacts.GetContact(ctx, pn(user, 0))
+			must(t, err)
+			lid, err := d.LIDs.GetLIDForPN(ctx, pn(user, 0))
+			must(t, err)
+			if info.PushName != "name"+user || lid.User != "9"+user {
+				t.Errorf("user %s: push name %q, lid %v", user, info.PushName, lid)
+			}
+		}
+	})
+}
