@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"go.mau.fi/whatsmeow/types"
 	"go.mau.fi/whatsmeow/types/events"
 )
 
@@ -130,4 +131,35 @@ func TestHTTPClientAcceptsURL(t *testing.T) {
 			t.Fatalf("%s: got %q", target, b)
 		}
 	}
+}
+
+func TestReadReceiptsBothWays(t *testing.T) {
+	h := newHarness(t)
+	alice, _ := h.srv.CreatePhone("15550001111", "Alice")
+	bob, _ := h.srv.CreatePhone("15550002222", "Bob")
+	c := h.pairQR(alice)
+	ctx, cancel := context.WithTimeout(h.ctx, 20*time.Second)
+	defer cancel()
+
+	// Client marks the phone's message read: the phone records "read".
+	id, _ := bob.SendText(alice.JID(), "read me")
+	m := waitEvent[*events.Message](c, 10*time.Second, func(m *events.Message) bool { return m.Info.ID == id })
+	poll(t, 5*time.Second, "delivery receipt", func() bool { return bob.Receipt(id) == "delivery" })
+	if err := c.cli.MarkRead(ctx, []types.MessageID{id}, time.Now(), m.Info.Chat, m.Info.Sender); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, 5*time.Second, "read receipt", func() bool { return bob.Receipt(id) == "read" })
+
+	// The phone reads the client's message: the client gets a read receipt.
+	resp, err := c.cli.SendMessage(ctx, bob.JID(), textMessage("did you read it?"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	poll(t, 5*time.Second, "bob has it", func() bool { return len(bob.Messages(0)) > 0 })
+	if err := bob.MarkRead(resp.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent[*events.Receipt](c, 10*time.Second, func(r *events.Receipt) bool {
+		return r.Type == types.ReceiptTypeRead && len(r.MessageIDs) == 1 && r.MessageIDs[0] == resp.ID
+	})
 }

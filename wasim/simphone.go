@@ -179,7 +179,9 @@ func (p *Phone) receiveReceipt(from *device, n *waBinary.Node, ids []string) {
 	case "server-error":
 		p.srv.handleMediaRetry(from, n)
 		return
-	case "":
+	case "", "inactive":
+		// "inactive" is a delivery receipt from a client that has not
+		// sent presence available (notes §6.4).
 		typ = "delivery"
 	}
 	p.mu.Lock()
