@@ -98,24 +98,12 @@ func TestSignCompanion(t *testing.T) {
 		{"signed for another companion key", func(t *testing.T, p *phone.Device, q *phone.QR) []byte {
 			return sign(t, p, keys.NewKeyPair().Pub, q.AdvSecret)
 		}, 401, "signature-mismatch"},
-		{"account key swapped, hmac recomputed", func(t *testing.T, p *phone.Device, q *phone.QR) []byte {
-			c := sign(t, p, &q.IdentityPub, q.AdvSecret)
-			var hm waAdv.ADVSignedDeviceIdentityHMAC
-			must(t, proto.Unmarshal(c, &hm))
-			var s waAdv.ADVSignedDeviceIdentity
-			must(t, proto.Unmarshal(hm.Details, &s))
+		{"account key swapped, hmac recomputed", tamper(func(s *waAdv.ADVSignedDeviceIdentity) {
 			s.AccountSignatureKey = keys.NewKeyPair().Pub[:]
-			return rehmac(t, &s, q.AdvSecret)
-		}, 401, "signature-mismatch"},
-		{"truncated signature, hmac recomputed", func(t *testing.T, p *phone.Device, q *phone.QR) []byte {
-			c := sign(t, p, &q.IdentityPub, q.AdvSecret)
-			var hm waAdv.ADVSignedDeviceIdentityHMAC
-			must(t, proto.Unmarshal(c, &hm))
-			var s waAdv.ADVSignedDeviceIdentity
-			must(t, proto.Unmarshal(hm.Details, &s))
+		}), 401, "signature-mismatch"},
+		{"truncated signature, hmac recomputed", tamper(func(s *waAdv.ADVSignedDeviceIdentity) {
 			s.AccountSignature = s.AccountSignature[:63]
-			return rehmac(t, &s, q.AdvSecret)
-		}, 401, "signature-mismatch"},
+		}), 401, "signature-mismatch"},
 		{"garbage", func(*testing.T, *phone.Device, *phone.QR) []byte {
 			return []byte{0xff, 0xff, 0xff}
 		}, 500, "internal-error"},
@@ -159,8 +147,21 @@ func sign(t *testing.T, p *phone.Device, companion *[32]byte, adv []byte) []byte
 	return c
 }
 
-// rehmac re-wraps a (tampered) signed identity with a valid HMAC, so that
-// the test reaches the signature check.
+// tamper signs a valid container, applies change to the signed identity
+// inside and re-wraps it with a valid HMAC, so that the check under test is
+// the signature check.
+func tamper(change func(*waAdv.ADVSignedDeviceIdentity)) func(*testing.T, *phone.Device, *phone.QR) []byte {
+	return func(t *testing.T, p *phone.Device, q *phone.QR) []byte {
+		var hm waAdv.ADVSignedDeviceIdentityHMAC
+		must(t, proto.Unmarshal(sign(t, p, &q.IdentityPub, q.AdvSecret), &hm))
+		var s waAdv.ADVSignedDeviceIdentity
+		must(t, proto.Unmarshal(hm.Details, &s))
+		change(&s)
+		return rehmac(t, &s, q.AdvSecret)
+	}
+}
+
+// rehmac wraps a signed identity with a valid HMAC.
 func rehmac(t *testing.T, s *waAdv.ADVSignedDeviceIdentity, adv []byte) []byte {
 	t.Helper()
 	signed, err := proto.Marshal(s)
