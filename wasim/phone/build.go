@@ -283,28 +283,41 @@ func unwrap(m *waE2E.Message) *waE2E.Message {
 	return m
 }
 
+// mediaMessage is what every downloadable media message implements.
+type mediaMessage interface {
+	GetURL() string
+	GetDirectPath() string
+	GetMimetype() string
+	GetMediaKey() []byte
+	GetFileSHA256() []byte
+	GetFileEncSHA256() []byte
+	GetFileLength() uint64
+}
+
 func mediaRef(m *waE2E.Message) (MediaRef, bool) {
+	var kind string
+	var x mediaMessage
 	switch {
 	case m.ImageMessage != nil:
-		x := m.GetImageMessage()
-		return MediaRef{Kind: KindImage, Mime: x.GetMimetype(), Caption: x.GetCaption(), URL: x.GetURL(), DirectPath: x.GetDirectPath(),
-			MediaKey: x.GetMediaKey(), FileSHA256: x.GetFileSHA256(), FileEncSHA256: x.GetFileEncSHA256(), FileLength: x.GetFileLength()}, true
+		kind, x = KindImage, m.GetImageMessage()
 	case m.DocumentMessage != nil:
-		x := m.GetDocumentMessage()
-		return MediaRef{Kind: KindDocument, Mime: x.GetMimetype(), Caption: x.GetCaption(), FileName: x.GetFileName(), URL: x.GetURL(), DirectPath: x.GetDirectPath(),
-			MediaKey: x.GetMediaKey(), FileSHA256: x.GetFileSHA256(), FileEncSHA256: x.GetFileEncSHA256(), FileLength: x.GetFileLength()}, true
+		kind, x = KindDocument, m.GetDocumentMessage()
 	case m.VideoMessage != nil:
-		x := m.GetVideoMessage()
-		return MediaRef{Kind: KindVideo, Mime: x.GetMimetype(), Caption: x.GetCaption(), URL: x.GetURL(), DirectPath: x.GetDirectPath(),
-			MediaKey: x.GetMediaKey(), FileSHA256: x.GetFileSHA256(), FileEncSHA256: x.GetFileEncSHA256(), FileLength: x.GetFileLength()}, true
+		kind, x = KindVideo, m.GetVideoMessage()
 	case m.AudioMessage != nil:
-		x := m.GetAudioMessage()
-		return MediaRef{Kind: KindAudio, Mime: x.GetMimetype(), URL: x.GetURL(), DirectPath: x.GetDirectPath(),
-			MediaKey: x.GetMediaKey(), FileSHA256: x.GetFileSHA256(), FileEncSHA256: x.GetFileEncSHA256(), FileLength: x.GetFileLength()}, true
+		kind, x = KindAudio, m.GetAudioMessage()
 	case m.StickerMessage != nil:
-		x := m.GetStickerMessage()
-		return MediaRef{Kind: KindSticker, Mime: x.GetMimetype(), URL: x.GetURL(), DirectPath: x.GetDirectPath(),
-			MediaKey: x.GetMediaKey(), FileSHA256: x.GetFileSHA256(), FileEncSHA256: x.GetFileEncSHA256(), FileLength: x.GetFileLength()}, true
+		kind, x = KindSticker, m.GetStickerMessage()
+	default:
+		return MediaRef{}, false
 	}
-	return MediaRef{}, false
+	ref := MediaRef{Kind: kind, Mime: x.GetMimetype(), URL: x.GetURL(), DirectPath: x.GetDirectPath(),
+		MediaKey: x.GetMediaKey(), FileSHA256: x.GetFileSHA256(), FileEncSHA256: x.GetFileEncSHA256(), FileLength: x.GetFileLength()}
+	if c, ok := x.(interface{ GetCaption() string }); ok {
+		ref.Caption = c.GetCaption()
+	}
+	if f, ok := x.(interface{ GetFileName() string }); ok {
+		ref.FileName = f.GetFileName()
+	}
+	return ref, true
 }
