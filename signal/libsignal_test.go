@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"go.mau.fi/libsignal/ecc"
+	"go.mau.fi/libsignal/groups"
 	"go.mau.fi/libsignal/keys/identity"
 	"go.mau.fi/libsignal/keys/prekey"
 	"go.mau.fi/libsignal/protocol"
@@ -137,8 +138,8 @@ func TestLibsignalRoundTrip(t *testing.T) {
 		if ev, _ := bob.dev.EventBuffer.GetBufferedEvent(ctx, sha256.Sum256(m1.body)); ev == nil || string(ev.Plaintext) != "hello bob" {
 			t.Fatalf("buffered plaintext = %+v", ev)
 		}
-		if _, err := bob.receive(ctx, alice, m1, nil); err == nil {
-			t.Fatal("replayed ciphertext decrypted twice: ratchet advance not persisted")
+		if _, err := bob.receive(ctx, alice, m1, nil); err == nil || errors.Is(err, ErrBufferedEventExists) {
+			t.Fatalf("replayed ciphertext: %v; want the ratchet to refuse it (advance persisted)", err)
 		}
 
 		// More traffic both ways.
@@ -198,4 +199,85 @@ func mustGetDevice(t *testing.T, st storage.Store, profile string) *store.Device
 		t.Fatalf("%s: reloaded device is not paired", profile)
 	}
 	return d
+}
+
+// TestLibsignalGroupRoundTrip: group (sender key) messaging through our
+// store. Alice distributes her sender key, Bob processes it and decrypts
+// her group messages inside DoDecryptionTxn (including out of order and a
+// rolled-back decryption), then both reload from storage and continue.
+func TestLibsignalGroupRoundTrip(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, be backend) {
+		ctx := ctxT(t)
+		st := openStore(t, be)
+		alice := &peer{user: "111", dev: pairedDevice(t, newContainer(t, st, "alice"), "111")}
+		bob := &peer{user: "222", dev: pairedDevice(t, newContainer(t, st, "bob"), "222")}
+		const group = "120363000000000001@g.us"
+		name := protocol.NewSenderKeyName(group, alice.addr())
+
+		skdm, err := groups.NewGroupSessionBuilder(alice.dev, ser).Create(ctx, name)
+		must(t, err)
+		received, err := protocol.NewSenderKeyDistributionMessageFromBytes(skdm.Serialize(), ser.SenderKeyDistributionMessage)
+		must(t, err)
+		must(t, groups.NewGroupSessionBuilder(bob.dev, ser).Process(ctx, name, received))
+
+		send := func(p *peer, text string) []byte {
+			t.Helper()
+			msg, err := groups.NewGroupCipher(groups.NewGroupSessionBuilder(p.dev, ser), name, p.dev).Encrypt(ctx, []byte(text))
+			must(t, err)
+			return msg.SignedSerialize()
+		}
+		receive := func(p *peer, body []byte, fail error) (string, error) {
+			var pt []byte
+			err := p.dev.EventBuffer.DoDecryptionTxn(ctx, func(ctx context.Context) error {
+				m, err := protocol.NewSenderKeyMessageFromBytes(body, ser.SenderKeyMessage)
+				if err != nil {
+					return err
+				}
+				if pt, err = groups.NewGroupCipher(groups.NewGroupSessionBuilder(p.dev, ser), name, p.dev).Decrypt(ctx, m); err != nil {
+					return err
+				}
+				if err := p.dev.EventBuffer.PutBufferedEvent(ctx, sha256.Sum256(body), pt, time.Now()); err != nil {
+					return err
+				}
+				return fail
+			})
+			return string(pt), err
+		}
+		mustReceive := func(p *peer, body []byte, want string) {
+			t.Helper()
+			if got, err := receive(p, body, nil); err != nil || got != want {
+				t.Fatalf("group receive = %q, %v; want %q", got, err, want)
+			}
+		}
+
+		g1 := send(alice, "g1")
+		if _, err := receive(bob, g1, errBoom); !errors.Is(err, errBoom) {
+			t.Fatalf("failing group receive = %v", err)
+		}
+		mustReceive(bob, g1, "g1") // the rolled-back attempt left the chain untouched
+		if _, err := receive(bob, g1, nil); err == nil || errors.Is(err, ErrBufferedEventExists) {
+			t.Fatalf("replayed group message: %v; want the chain to refuse it (advance persisted)", err)
+		}
+		g2, g3 := send(alice, "g2"), send(alice, "g3")
+		mustReceive(bob, g3, "g3")
+		g4 := send(alice, "g4") // in flight across the restart
+
+		must(t, st.Close())
+		st2 := openStore(t, be)
+		alice = &peer{user: "111", dev: mustGetDevice(t, st2, "alice")}
+		bob = &peer{user: "222", dev: mustGetDevice(t, st2, "bob")}
+		mustReceive(bob, g2, "g2") // skipped key of g2 survived the reload
+		mustReceive(bob, g4, "g4")
+		for i := 0; i < 3; i++ {
+			text := fmt.Sprintf("after %d", i)
+			mustReceive(bob, send(alice, text), text)
+		}
+		for _, profile := range []string{"alice", "bob"} {
+			kvs, err := st2.Scan(ctx, profile, storage.NSSenderKey, "")
+			must(t, err)
+			if want := alice.addr().String() + "|" + group; len(kvs) != 1 || kvs[0].Key != want {
+				t.Errorf("%s sender keys = %v, want one under %s", profile, kvs, want)
+			}
+		}
+	})
 }
