@@ -1,12 +1,14 @@
 package api_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"image/png"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -324,6 +326,18 @@ func TestProfiles(t *testing.T) {
 	e.must(200, &qr, "GET", "/v1/profiles/alice/qr", adminKey, "")
 	if qr.Code != "2@qr-code-of-alice" || qr.ExpiresAt != 1700000060 {
 		t.Fatalf("qr: %+v", qr)
+	}
+	r = e.must(200, nil, "GET", "/v1/profiles/alice/qr", adminKey, "", "Accept", "image/png")
+	if r.header.Get("Content-Type") != "image/png" {
+		t.Fatalf("qr as png: %v", r.header)
+	}
+	img, err := png.Decode(bytes.NewReader(r.body))
+	if err != nil || img.Bounds().Dx() < 21*8 {
+		t.Fatalf("qr png: %v %v", img.Bounds(), err)
+	}
+	r = e.must(200, nil, "GET", "/v1/profiles/alice/qr", adminKey, "", "Accept", "application/json, image/png;q=0.5")
+	if r.header.Get("Content-Type") != "application/json" {
+		t.Fatalf("json preferred: %v", r.header)
 	}
 	var pair map[string]string
 	e.must(200, &pair, "POST", "/v1/profiles/alice/pair-phone", adminKey, `{"phone":"+15551234567"}`)
