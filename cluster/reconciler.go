@@ -22,7 +22,8 @@ type Runner interface {
 	// Start begins the session of g.Profile with g.Token on every storage
 	// write. It must return promptly (the session connects in the
 	// background), and the session must stop by itself, without
-	// reconnecting, as soon as g.Done() closes.
+	// reconnecting, as soon as g.Done() closes. ctx is the reconciler's
+	// (it ends when Run returns); tie the session to g, not to ctx.
 	Start(ctx context.Context, g *lease.Grant) error
 	// Stop stops the profile's session and flushes its state; when it
 	// returns the session no longer writes. Stopping a profile that is not
@@ -100,6 +101,8 @@ type Reconciler struct {
 	lastOwner   map[string]string
 	revoked     map[string]time.Time // dead member → the death (Since) already revoked
 	revokeTry   map[string]time.Time
+	born        time.Time
+	joined      bool
 	watchers    sync.WaitGroup
 }
 
@@ -131,7 +134,7 @@ func NewReconciler(cfg Config, ms *Membership, leases lease.Manager, cat catalog
 		desired:   make(map[string]catalog.Profile),
 		misplaced: make(map[string]time.Time), unowned: make(map[string]time.Time),
 		lastOwner: make(map[string]string), revoked: make(map[string]time.Time),
-		revokeTry: make(map[string]time.Time), ownersDirty: true,
+		revokeTry: make(map[string]time.Time), ownersDirty: true, born: time.Now(),
 	}
 }
 
@@ -281,6 +284,10 @@ func (r *Reconciler) pass(ctx context.Context) time.Duration {
 		}
 	}
 	quorum := hasQuorum(members)
+	if !r.joined {
+		// Seeds configured: wait to see a peer (or JoinGrace) before acquiring.
+		r.joined = len(r.cfg.Join) == 0 || len(members) > 1 || now.Sub(r.born) >= r.cfg.JoinGrace
+	}
 	r.refreshOwners(ctx, now)
 
 	pending, acquiring := false, true
@@ -309,7 +316,7 @@ func (r *Reconciler) pass(ctx context.Context) time.Duration {
 			}
 			continue
 		}
-		if !acquiring || !leaseOK || !quorum || !r.shouldTry(id, rank, now) {
+		if !acquiring || !leaseOK || !quorum || !r.joined || !r.shouldTry(id, rank, now) {
 			continue
 		}
 		if r.connect.Tokens() < 1 {
@@ -330,6 +337,9 @@ func (r *Reconciler) pass(ctx context.Context) time.Duration {
 		if r.ownedEntry(id) == nil {
 			delete(r.misplaced, id)
 		}
+	}
+	if !r.joined {
+		return min(r.cfg.ReconcileInterval, 100*time.Millisecond)
 	}
 	if pending {
 		// Come back when the bucket has a token again, with jitter so that
