@@ -65,6 +65,12 @@ type SendRequest struct {
 	Edit     *SendEdit     `json:"edit,omitempty"`
 	Revoke   *SendRevoke   `json:"revoke,omitempty"`
 	ReplyTo  string        `json:"reply_to,omitempty"`
+
+	// IdempotencyKey is the request's Idempotency-Key header (not part of
+	// the body). The API answers replays itself; Sessions may use the key
+	// too, so that a send interrupted between WhatsApp and the store is
+	// retried with the same message id.
+	IdempotencyKey string `json:"-"`
 }
 
 // SendMedia is an attachment to send: fetched from URL or given inline as
@@ -103,7 +109,10 @@ type SendResult struct {
 }
 
 // Sessions drives the session of one profile. Implementations act on the
-// profile's live session wherever this node can reach it.
+// profile's live session wherever this node can reach it. Their sentinel
+// errors reach the client through Config.Errors (e.g. session.ErrAlreadyPaired
+// → 409 already_paired, session.ErrNotConnected → 409 not_connected,
+// session.ErrInvalidRequest → 400 invalid_message, ErrNotRunning → 503).
 type Sessions interface {
 	// Info returns the live state. An error wrapping ErrNotFound (or
 	// storage.ErrNotFound) means "no session": reported as unassigned.
@@ -126,21 +135,13 @@ type Sessions interface {
 	Delete(ctx context.Context, profile string) error
 }
 
-// MessageQuery selects stored messages, newest first.
-type MessageQuery struct {
-	Chat   string // "" for every chat
-	Before string // opaque paging cursor or Unix seconds; "" for the newest
-	Limit  int
-}
-
-// Messages reads the message store.
+// Messages reads the message store (*msgstore.Store satisfies it).
 type Messages interface {
-	// Get returns one message or an error wrapping ErrNotFound /
-	// storage.ErrNotFound.
+	// Get returns one message or an error wrapping msgstore.ErrNotFound.
 	Get(ctx context.Context, profile, id string) (msgstore.Message, error)
-	// List returns up to q.Limit messages older than q.Before, newest first,
-	// with the cursor of the next page ("" at the end).
-	List(ctx context.Context, profile string, q MessageQuery) ([]msgstore.Message, string, error)
+	// List returns a page newest first; Page.Next continues it ("" at the
+	// end).
+	List(ctx context.Context, profile string, q msgstore.Query) (msgstore.Page, error)
 }
 
 // Events is the read side of the per-profile event log

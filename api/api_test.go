@@ -384,6 +384,9 @@ func TestIdempotentSend(t *testing.T) {
 	if n := e.sessions.sendCount(); n != 1 {
 		t.Fatalf("sent %d times, want 1", n)
 	}
+	if k := e.sessions.sends[0].IdempotencyKey; k != "order-1" {
+		t.Fatalf("Sessions.Send got idempotency key %q", k)
+	}
 
 	// Concurrent retries of a new key: one send.
 	var wg sync.WaitGroup
@@ -460,20 +463,32 @@ func TestSendKinds(t *testing.T) {
 	}
 }
 
-// TestMessages proves paging newest first with next, the chat filter and
-// single-message reads.
+// TestMessages proves paging newest first with next (and with a Unix
+// "before"), the chat filter and single-message reads, over the real
+// message store.
 func TestMessages(t *testing.T) {
 	e := newEnv(t)
 	e.createProfile("alice")
+	e.createProfile("bob")
+	ctx := context.Background()
 	for i := 1; i <= 7; i++ {
 		chat := "a@s.whatsapp.net"
 		if i%2 == 0 {
 			chat = "b@s.whatsapp.net"
 		}
-		e.msgs.msgs = append(e.msgs.msgs, msgstore.Message{ID: fmt.Sprintf("M%d", i), Profile: "alice", Chat: chat,
-			Timestamp: int64(1000 + i), Type: msgstore.TypeText, Text: fmt.Sprint("text ", i)})
+		m := msgstore.Message{ID: fmt.Sprintf("M%d", i), Chat: chat, From: chat,
+			Timestamp: int64(1000 + i), Type: msgstore.TypeText, Text: fmt.Sprint("text ", i)}
+		if _, err := e.msgs.Put(ctx, "alice", 0, m, msgstore.Received); err != nil {
+			t.Fatal(err)
+		}
 	}
-	e.msgs.msgs = append(e.msgs.msgs, msgstore.Message{ID: "X", Profile: "bob", Timestamp: 5000})
+	if _, err := e.msgs.Put(ctx, "bob", 0, msgstore.Message{ID: "X", Chat: "c@s.whatsapp.net", From: "c@s.whatsapp.net", Timestamp: 5000, Type: msgstore.TypeText, Text: "bob's"}, msgstore.Received); err != nil {
+		t.Fatal(err)
+	}
+	edit := msgstore.Message{ID: "E1", Chat: "a@s.whatsapp.net", From: "a@s.whatsapp.net", Timestamp: 2000, Type: msgstore.TypeEdit, TargetID: "M3", Text: "text 3 fixed"}
+	if _, err := e.msgs.Put(ctx, "alice", 0, edit, msgstore.Received); err != nil {
+		t.Fatal(err)
+	}
 
 	type page struct {
 		Messages []msgstore.Message `json:"messages"`
@@ -503,8 +518,9 @@ func TestMessages(t *testing.T) {
 	if len(p.Messages) != 3 || p.Messages[0].ID != "M6" || p.Next != "" {
 		t.Fatalf("chat filter: %+v", p)
 	}
-	if q := e.msgs.queries[len(e.msgs.queries)-1]; q.Limit != 50 || q.Chat != "b@s.whatsapp.net" {
-		t.Fatalf("default query: %+v", q)
+	e.must(200, &p, "GET", "/v1/profiles/alice/messages?before=1004", adminKey, "")
+	if len(p.Messages) != 3 || p.Messages[0].ID != "M3" || !p.Messages[0].Edited {
+		t.Fatalf("before=1004: %+v", p)
 	}
 	r := e.must(200, nil, "GET", "/v1/profiles/alice/messages?chat=nobody@s.whatsapp.net", adminKey, "")
 	if !strings.Contains(string(r.body), `"messages":[]`) {
@@ -512,11 +528,14 @@ func TestMessages(t *testing.T) {
 	}
 	var m msgstore.Message
 	e.must(200, &m, "GET", "/v1/profiles/alice/messages/M3", adminKey, "")
-	if m.ID != "M3" || m.Text != "text 3" {
-		t.Fatalf("get: %+v", m)
+	if m.ID != "M3" || m.Text != "text 3 fixed" || !m.Edited || len(m.History) != 1 || m.History[0].Text != "text 3" {
+		t.Fatalf("get edited message: %+v", m)
 	}
-	if r := e.do("GET", "/v1/profiles/alice/messages/X", adminKey, ""); r.status != 404 {
+	if r := e.do("GET", "/v1/profiles/alice/messages/X", adminKey, ""); r.status != 404 || errorCode(t, r) != "message_not_found" {
 		t.Fatalf("another profile's message: %s", r)
+	}
+	if r := e.do("GET", "/v1/profiles/alice/messages?before=12.", adminKey, ""); r.status != 400 || errorCode(t, r) != "invalid_before" {
+		t.Fatalf("bad cursor: %s", r)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/http"
 
 	"github.com/amarula/amarula/catalog"
+	"github.com/amarula/amarula/msgstore"
 	"github.com/amarula/amarula/storage"
 	"github.com/amarula/amarula/webhook"
 )
@@ -60,6 +61,8 @@ var builtinErrors = []ErrorMapping{
 	{catalog.ErrNotFound, http.StatusNotFound, "profile_not_found"},
 	{catalog.ErrExists, http.StatusConflict, "profile_exists"},
 	{catalog.ErrInvalid, http.StatusBadRequest, "invalid_profile"},
+	{msgstore.ErrNotFound, http.StatusNotFound, "message_not_found"},
+	{msgstore.ErrInvalid, http.StatusBadRequest, "invalid_argument"},
 	{ErrNotFound, http.StatusNotFound, "not_found"},
 	{storage.ErrNotFound, http.StatusNotFound, "not_found"},
 	{ErrExists, http.StatusConflict, "already_exists"},

@@ -9,8 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"sort"
-	"strings"
+		"strings"
 	"sync"
 	"testing"
 	"time"
@@ -35,6 +34,7 @@ type testStore interface {
 	api.Fences
 	storage.EventLog
 	catalog.Store
+	msgstore.Backend
 }
 
 // newStore opens a real bbolt store in a temporary directory.
@@ -151,47 +151,6 @@ func (f *fakeSessions) sendCount() int {
 	return len(f.sends)
 }
 
-// fakeMessages pages a fixed set of messages by timestamp, newest first.
-type fakeMessages struct {
-	msgs    []msgstore.Message
-	queries []api.MessageQuery
-	mu      sync.Mutex
-}
-
-func (f *fakeMessages) Get(_ context.Context, p, id string) (msgstore.Message, error) {
-	for _, m := range f.msgs {
-		if m.Profile == p && m.ID == id {
-			return m, nil
-		}
-	}
-	return msgstore.Message{}, storage.ErrNotFound
-}
-
-func (f *fakeMessages) List(_ context.Context, p string, q api.MessageQuery) ([]msgstore.Message, string, error) {
-	f.mu.Lock()
-	f.queries = append(f.queries, q)
-	f.mu.Unlock()
-	var before int64 = 1 << 62
-	if q.Before != "" {
-		if _, err := fmt.Sscan(q.Before, &before); err != nil {
-			return nil, "", fmt.Errorf("%w: before", storage.ErrInvalidArgument)
-		}
-	}
-	var sel []msgstore.Message
-	for _, m := range f.msgs {
-		if m.Profile == p && (q.Chat == "" || m.Chat == q.Chat) && m.Timestamp < before {
-			sel = append(sel, m)
-		}
-	}
-	sort.Slice(sel, func(i, j int) bool { return sel[i].Timestamp > sel[j].Timestamp })
-	next := ""
-	if len(sel) > q.Limit {
-		sel = sel[:q.Limit]
-		next = fmt.Sprint(sel[len(sel)-1].Timestamp)
-	}
-	return sel, next, nil
-}
-
 // env is one API under test.
 type env struct {
 	t        *testing.T
@@ -200,7 +159,7 @@ type env struct {
 	store    testStore
 	catalog  *catalog.Local
 	sessions *fakeSessions
-	msgs     *fakeMessages
+	msgs     *msgstore.Store
 	reg      *prometheus.Registry
 	ready    error
 }
@@ -218,7 +177,7 @@ func newEnvWithStore(t *testing.T, st testStore, opts ...option) *env {
 		t: t, store: st,
 		catalog:  catalog.NewLocal(st),
 		sessions: newFakeSessions(),
-		msgs:     &fakeMessages{},
+		msgs:     msgstore.New(st),
 		reg:      prometheus.NewRegistry(),
 	}
 	cfg := api.Config{

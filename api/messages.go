@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/amarula/amarula/msgstore"
 	"github.com/amarula/amarula/storage"
@@ -46,6 +47,7 @@ func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) error {
 	if e != nil {
 		return e
 	}
+	req.IdempotencyKey = idemKey
 	if idemKey == "" {
 		res, err := s.send(r, profile, req)
 		if err != nil {
@@ -120,34 +122,46 @@ func queryInt(r *http.Request, name string, def, max int) (int, *Error) {
 	return n, nil
 }
 
+// listMessages handles GET .../messages?chat=&before=&limit=. "before" is
+// either Unix seconds (messages strictly older) or the "next" of a previous
+// page.
 func (s *Server) listMessages(w http.ResponseWriter, r *http.Request) error {
 	if s.cfg.Messages == nil {
 		return notImplemented("the message store")
 	}
-	limit, e := queryInt(r, "limit", 50, 500)
+	limit, e := queryInt(r, "limit", msgstore.DefaultLimit, msgstore.MaxLimit)
 	if e != nil {
 		return e
 	}
 	q := r.URL.Query()
-	mq := MessageQuery{Chat: q.Get("chat"), Before: q.Get("before"), Limit: limit}
+	mq := msgstore.Query{Chat: q.Get("chat"), Limit: limit}
 	if len(mq.Chat) > 256 || !printableASCII(mq.Chat) && mq.Chat != "" {
 		return badRequest("invalid_chat", "query parameter \"chat\" must be a JID")
 	}
-	if len(mq.Before) > maxCursorLen || !printableASCII(mq.Before) && mq.Before != "" {
-		return badRequest("invalid_before", "query parameter \"before\" must be a timestamp or the \"next\" of a previous page")
+	if before := q.Get("before"); before != "" {
+		ts, err := strconv.ParseInt(before, 10, 64)
+		switch {
+		case err == nil && ts > 0:
+			mq.Before = ts
+		case len(before) <= maxCursorLen && printableASCII(before) && strings.Contains(before, "."):
+			mq.Cursor = before
+		default:
+			return badRequest("invalid_before", "query parameter \"before\" must be Unix seconds or the \"next\" of a previous page")
+		}
 	}
 	profile := r.PathValue("id")
-	msgs, next, err := s.cfg.Messages.List(r.Context(), profile, mq)
+	page, err := s.cfg.Messages.List(r.Context(), profile, mq)
 	if err != nil {
-		if errors.Is(err, storage.ErrInvalidArgument) {
+		if errors.Is(err, msgstore.ErrInvalid) || errors.Is(err, storage.ErrInvalidArgument) {
 			return badRequest("invalid_before", "%s", err.Error())
 		}
 		return fmt.Errorf("list messages of %s: %w", profile, err)
 	}
+	msgs := page.Messages
 	if msgs == nil {
 		msgs = []msgstore.Message{}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"messages": msgs, "next": next})
+	writeJSON(w, http.StatusOK, map[string]any{"messages": msgs, "next": page.Next})
 	return nil
 }
 
