@@ -9,7 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-		"strings"
+	"strings"
 	"sync"
 	"testing"
 	"time"
