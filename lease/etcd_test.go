@@ -3,6 +3,7 @@ package lease
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -265,19 +266,38 @@ func TestEtcdOwnerKeyDeletedClosesGrant(t *testing.T) {
 	}
 }
 
+// owning is one etcd, one manager n1 and its grant of "alice".
+type owning struct {
+	e   *testenv.Etcd
+	ctx context.Context
+	f   *memFencer
+	cfg EtcdConfig
+	n1  *Etcd
+	g   *Grant
+}
+
+func ownAlice(t *testing.T, tweak func(*EtcdConfig)) owning {
+	t.Helper()
+	o := owning{e: testenv.StartEtcd(t), ctx: ctxT(t), f: newMemFencer()}
+	o.cfg = fastConfig("n1", o.f)
+	if tweak != nil {
+		tweak(&o.cfg)
+	}
+	o.n1 = newManager(t, o.e.Endpoints(), o.cfg)
+	g, err := o.n1.Acquire(o.ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.g = g
+	return o
+}
+
 // TestEtcdSelfFencingOnFrozenEtcd freezes etcd (SIGSTOP) so keep-alives
 // hang: the node must close Done and its grants before its lease could
 // expire on the server, i.e. before last successful renewal + TTL.
 func TestEtcdSelfFencingOnFrozenEtcd(t *testing.T) {
-	e := testenv.StartEtcd(t)
-	ctx := ctxT(t)
-	f := newMemFencer()
-	cfg := fastConfig("n1", f)
-	n1 := newManager(t, e.Endpoints(), cfg)
-	g, err := n1.Acquire(ctx, "alice")
-	if err != nil {
-		t.Fatal(err)
-	}
+	o := ownAlice(t, nil)
+	e, ctx, cfg, n1, g := o.e, o.ctx, o.cfg, o.n1, o.g
 	done := n1.Done()
 	oldLease := n1.LeaseID()
 
@@ -348,15 +368,8 @@ func TestEtcdSelfFencingOnFrozenEtcd(t *testing.T) {
 // TestEtcdKillRestartRecovers kills etcd: the node self-fences, then
 // recovers on its own when etcd comes back on the same data dir.
 func TestEtcdKillRestartRecovers(t *testing.T) {
-	e := testenv.StartEtcd(t)
-	ctx := ctxT(t)
-	f := newMemFencer()
-	cfg := fastConfig("n1", f)
-	n1 := newManager(t, e.Endpoints(), cfg)
-	g, err := n1.Acquire(ctx, "alice")
-	if err != nil {
-		t.Fatal(err)
-	}
+	o := ownAlice(t, nil)
+	e, ctx, f, cfg, n1, g := o.e, o.ctx, o.f, o.cfg, o.n1, o.g
 	killed := time.Now()
 	e.Kill()
 	assertClosed(t, g.Done(), cfg.TTL+2*time.Second, "grant after etcd death")
@@ -382,15 +395,8 @@ func TestEtcdKillRestartRecovers(t *testing.T) {
 // TestEtcdShortOutageNoLoss: an etcd restart shorter than TTL − margin
 // costs nothing: the keep-alive resumes and grants stay open.
 func TestEtcdShortOutageNoLoss(t *testing.T) {
-	e := testenv.StartEtcd(t)
-	ctx := ctxT(t)
-	cfg := fastConfig("n1", newMemFencer())
-	cfg.TTL, cfg.SafetyMargin = 6*time.Second, time.Second
-	n1 := newManager(t, e.Endpoints(), cfg)
-	g, err := n1.Acquire(ctx, "alice")
-	if err != nil {
-		t.Fatal(err)
-	}
+	o := ownAlice(t, func(c *EtcdConfig) { c.TTL, c.SafetyMargin = 6*time.Second, time.Second })
+	e, n1, g := o.e, o.n1, o.g
 	lease := n1.LeaseID()
 	e.Restart(t)
 	e.WaitHealthy(t)
@@ -457,4 +463,30 @@ func TestEtcdRestartedNodeRevokesItsPreviousLease(t *testing.T) {
 	if g2.Token <= g.Token {
 		t.Fatalf("token %d <= %d", g2.Token, g.Token)
 	}
+}
+
+// TestEtcdReleaseDuringOutageIsRetried: a hand-off whose delete cannot
+// reach etcd ends the grant at once and deletes the owner key once etcd is
+// back (otherwise it would live as long as the node's lease).
+func TestEtcdReleaseDuringOutageIsRetried(t *testing.T) {
+	o := ownAlice(t, func(c *EtcdConfig) { c.TTL, c.SafetyMargin = 8*time.Second, time.Second })
+	o.e.Kill()
+	rctx, cancel := context.WithTimeout(o.ctx, 500*time.Millisecond)
+	defer cancel()
+	if err := o.n1.Release(rctx, o.g); err == nil {
+		t.Fatal("release with etcd down reported success")
+	}
+	assertClosed(t, o.g.Done(), 100*time.Millisecond, "released grant")
+	o.e.Restart(t)
+	o.e.WaitHealthy(t)
+	if err := testenv.WaitFor(5*time.Second, func() error {
+		node, _, err := o.n1.Owner(o.ctx, "alice")
+		if err != nil || node != "" {
+			return fmt.Errorf("owner %q, %v", node, err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	assertOpen(t, o.n1.Done(), "node lease across the outage")
 }
