@@ -68,8 +68,9 @@ type delivery struct {
 // receiver is a webhook endpoint that verifies every request and fails on
 // demand.
 type receiver struct {
-	t   *testing.T
-	srv *httptest.Server
+	t       *testing.T
+	srv     *httptest.Server
+	profile string // expected in every envelope
 
 	mu        sync.Mutex
 	failFirst int             // fail this many requests first
@@ -80,7 +81,7 @@ type receiver struct {
 }
 
 func newReceiver(t *testing.T) *receiver {
-	r := &receiver{t: t, failIDs: map[string]bool{}, perID: map[string]int{}}
+	r := &receiver{t: t, profile: "alice", failIDs: map[string]bool{}, perID: map[string]int{}}
 	r.srv = httptest.NewServer(http.HandlerFunc(r.serve))
 	t.Cleanup(r.srv.Close)
 	return r
@@ -98,7 +99,7 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 		r.t.Errorf("receiver: body %s: %v", body, err)
 	}
 	id, typ := req.Header.Get(webhook.HeaderDelivery), req.Header.Get(webhook.HeaderEvent)
-	if env.ID != id || env.Type != typ || env.Profile != "alice" || req.Header.Get("Content-Type") != "application/json" {
+	if env.ID != id || env.Type != typ || env.Profile != r.profile || req.Header.Get("Content-Type") != "application/json" {
 		r.t.Errorf("receiver: headers %s/%s do not match body %s", id, typ, body)
 	}
 	r.mu.Lock()
@@ -193,9 +194,14 @@ func (r *running) stop() error {
 
 func appendN(t *testing.T, st testStore, typ string, from, n int) []string {
 	t.Helper()
+	return appendTo(t, st, "alice", typ, from, n)
+}
+
+func appendTo(t *testing.T, st testStore, profile, typ string, from, n int) []string {
+	t.Helper()
 	var cs []string
 	for i := from; i < from+n; i++ {
-		c, err := st.Append(context.Background(), "alice", 1, typ, []byte(fmt.Sprintf(`{"id":"m%d"}`, i)))
+		c, err := st.Append(context.Background(), profile, 1, typ, []byte(fmt.Sprintf(`{"id":"m%d"}`, i)))
 		if err != nil {
 			t.Fatal(err)
 		}
