@@ -201,3 +201,35 @@ func FuzzDecodeMessage(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecrypt feeds arbitrary <enc> contents, as a hostile companion could
+// send them, to a device with an established session. Decrypt must return
+// an error, never panic, and the session must survive.
+func FuzzDecrypt(f *testing.F) {
+	t := &testing.T{}
+	a := newDevice(t, "15550001111@s.whatsapp.net")
+	b := newDevice(t, "15550002222:1@s.whatsapp.net")
+	bb, err := b.Bundle()
+	if err != nil {
+		f.Fatal(err)
+	}
+	if err := a.ProcessBundle(b.JID(), bb); err != nil {
+		f.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		typ, ct, err := a.Encrypt(b.JID(), phone.Pad([]byte("seed")))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(typ == phone.EncTypePreKey, ct)
+	}
+	f.Add(false, []byte{0x33, 0x0a, 0x21, 0x05})
+	f.Fuzz(func(t *testing.T, preKey bool, ct []byte) {
+		typ := phone.EncTypeMsg
+		if preKey {
+			typ = phone.EncTypePreKey
+		}
+		_, _ = b.Decrypt(a.JID(), typ, ct)
+		_, _ = phone.PreKeyMessageIdentity(ct)
+	})
+}

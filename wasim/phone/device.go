@@ -37,7 +37,20 @@ var (
 	ErrUnknownEncType = errors.New("phone: unknown enc type")
 	// ErrBadKey means a public key or signature had the wrong length.
 	ErrBadKey = errors.New("phone: malformed key")
+	// ErrMalformed means libsignal panicked on its input. libsignal v0.2.1
+	// indexes into some parsed fields without checking them (an empty pkmsg
+	// panics in its deserializer), and ciphertexts come from untrusted
+	// clients, so every call into it is guarded.
+	ErrMalformed = errors.New("phone: malformed signal message")
 )
+
+// guard turns a panic inside libsignal into ErrMalformed. Use it as
+// defer guard(&err, "what").
+func guard(err *error, what string) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("%s: %w: %v", what, ErrMalformed, r)
+	}
+}
 
 // Serializer is the libsignal serializer whatsmeow uses
 // (store.SignalProtobufSerializer); ciphertexts and records are in its format.
@@ -173,9 +186,10 @@ func (d *Device) HasSession(peer types.JID) bool {
 // replacing (archiving) any existing one. The identity in the bundle is
 // trusted on first use and replaced silently when it changes, like whatsmeow
 // with AutoTrustIdentity.
-func (d *Device) ProcessBundle(peer types.JID, b *prekey.Bundle) error {
+func (d *Device) ProcessBundle(peer types.JID, b *prekey.Bundle) (err error) {
 	d.opMu.Lock()
 	defer d.opMu.Unlock()
+	defer guard(&err, "process bundle")
 	addr := address(peer)
 	builder := session.NewBuilderFromSignal(d.store, addr, Serializer)
 	if err := builder.ProcessBundle(context.Background(), b); err != nil {
@@ -190,6 +204,7 @@ func (d *Device) ProcessBundle(peer types.JID, b *prekey.Bundle) error {
 func (d *Device) Encrypt(peer types.JID, plaintext []byte) (encType string, ciphertext []byte, err error) {
 	d.opMu.Lock()
 	defer d.opMu.Unlock()
+	defer guard(&err, "encrypt")
 	addr := address(peer)
 	ctx := context.Background()
 	if ok, _ := d.store.ContainsSession(ctx, addr); !ok {
@@ -214,9 +229,10 @@ func (d *Device) Encrypt(peer types.JID, plaintext []byte) (encType string, ciph
 // Decrypt decrypts an <enc> content of type encType ("pkmsg" or "msg") sent
 // by peer and returns the padded plaintext (see DecodeMessage). A pkmsg
 // creates the session (consuming the referenced one-time prekey).
-func (d *Device) Decrypt(peer types.JID, encType string, ciphertext []byte) ([]byte, error) {
+func (d *Device) Decrypt(peer types.JID, encType string, ciphertext []byte) (plaintext []byte, err error) {
 	d.opMu.Lock()
 	defer d.opMu.Unlock()
+	defer guard(&err, "decrypt")
 	addr := address(peer)
 	ctx := context.Background()
 	builder := session.NewBuilderFromSignal(d.store, addr, Serializer)
@@ -291,7 +307,8 @@ func (d *Device) PeerIdentity(peer types.JID) ([32]byte, bool) {
 // a pkmsg, without decrypting it. The server uses it to check a companion's
 // <device-identity> (VerifyDeviceIdentity) against the key that really
 // encrypted the message.
-func PreKeyMessageIdentity(ciphertext []byte) ([32]byte, error) {
+func PreKeyMessageIdentity(ciphertext []byte) (pub [32]byte, err error) {
+	defer guard(&err, "pkmsg identity")
 	msg, err := protocol.NewPreKeySignalMessageFromBytes(ciphertext, Serializer.PreKeySignalMessage, Serializer.SignalMessage)
 	if err != nil {
 		return [32]byte{}, fmt.Errorf("parse pkmsg: %w", err)

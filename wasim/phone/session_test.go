@@ -127,6 +127,7 @@ func TestDecryptFailureLeavesSessionIntact(t *testing.T) {
 		{"flipped byte", typ, bad},
 		{"truncated", typ, ct[:len(ct)/2]},
 		{"empty", typ, nil},
+		{"empty pkmsg (panics inside libsignal)", phone.EncTypePreKey, nil},
 		{"wrong type", phone.EncTypePreKey, ct},
 		{"unknown type", "skmsg", ct},
 	}
@@ -143,6 +144,9 @@ func TestDecryptFailureLeavesSessionIntact(t *testing.T) {
 	}
 	if got, _ := phone.Unpad(pt); string(got) != "hello" {
 		t.Fatalf("got %q", got)
+	}
+	if _, err := b.Decrypt(a.JID(), phone.EncTypePreKey, nil); !errors.Is(err, phone.ErrMalformed) {
+		t.Fatalf("empty pkmsg: %v, want ErrMalformed", err)
 	}
 	if _, err := b.Decrypt(a.JID(), "skmsg", ct); !errors.Is(err, phone.ErrUnknownEncType) {
 		t.Fatalf("unknown type error %v", err)
