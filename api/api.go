@@ -236,6 +236,9 @@ type Config struct {
 	PingInterval time.Duration
 	// WriteTimeout bounds one WebSocket write or ping; default 10 s.
 	WriteTimeout time.Duration
+	// IdempotencyTTL is how long a stored send answer is replayed for its
+	// Idempotency-Key; older records are ignored and pruned. Default 24 h.
+	IdempotencyTTL time.Duration
 	// WSOriginPatterns are the browser origins allowed to open the
 	// WebSocket besides the API's own host (coder/websocket syntax).
 	WSOriginPatterns []string
@@ -265,6 +268,9 @@ func (c *Config) setDefaults() error {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.IdempotencyTTL <= 0 {
+		c.IdempotencyTTL = 24 * time.Hour
+	}
 	return nil
 }
 
@@ -276,6 +282,9 @@ type Server struct {
 	handler http.Handler
 	metrics *httpMetrics
 	idem    keyedMutex
+
+	pruneMu   sync.Mutex
+	lastPrune map[string]time.Time // per profile, for idempotency records
 
 	// streams owns the WebSocket goroutines.
 	baseCtx context.Context
@@ -294,7 +303,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "api"), metrics: m}
+	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "api"), metrics: m, lastPrune: map[string]time.Time{}}
 	s.baseCtx, s.cancel = context.WithCancel(context.Background())
 	s.handler = s.routes()
 	return s, nil

@@ -430,12 +430,24 @@ func TestIdempotentSend(t *testing.T) {
 		t.Fatalf("sent %d times, want 5", n)
 	}
 
-	// A new API over the same storage still knows order-1.
+	// A new API over the same storage still knows order-1 within the TTL;
+	// after it the key sends again and expired records are pruned.
 	e2 := newEnvWithStore(t, st)
 	var replay api.SendResult
 	e2.must(202, &replay, "POST", "/v1/profiles/alice/messages", adminKey, body, "Idempotency-Key", "order-1")
 	if replay != first || e2.sessions.sendCount() != 0 {
 		t.Fatalf("after restart: %+v (sent %d)", replay, e2.sessions.sendCount())
+	}
+	later := time.Now().Add(25 * time.Hour)
+	e3 := newEnvWithStore(t, st, func(c *api.Config) { c.Now = func() time.Time { return later } })
+	var fresh api.SendResult
+	e3.must(202, &fresh, "POST", "/v1/profiles/alice/messages", adminKey, body, "Idempotency-Key", "order-1")
+	if e3.sessions.sendCount() != 1 {
+		t.Fatalf("expired key did not send (sent %d)", e3.sessions.sendCount())
+	}
+	kvs, err := st.Scan(context.Background(), "alice", api.NSIdempotency, "")
+	if err != nil || len(kvs) != 1 || kvs[0].Key != "order-1" {
+		t.Fatalf("after pruning: %v %v", kvs, err)
 	}
 }
 

@@ -1,12 +1,14 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/amarula/amarula/msgstore"
 	"github.com/amarula/amarula/storage"
@@ -63,14 +65,14 @@ func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) error {
 	switch {
 	case err == nil:
 		var rec idemRecord
-		if json.Unmarshal(raw, &rec) == nil && rec.Status != 0 {
+		if json.Unmarshal(raw, &rec) == nil && rec.Status != 0 && !s.idemExpired(rec) {
 			w.Header().Set(IdempotencyReplayed, "true")
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(rec.Status)
 			_, _ = w.Write(append(rec.Body, '\n'))
 			return nil
 		}
-		// A corrupt record is treated as absent.
+		// A corrupt or expired record is treated as absent.
 	case !errors.Is(err, storage.ErrNotFound):
 		return fmt.Errorf("read idempotency record of %s: %w", profile, err)
 	}
@@ -94,7 +96,48 @@ func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) error {
 		s.log.Error("storing idempotency record failed", "profile", profile, "message", res.ID, "err", err)
 	}
 	writeJSON(w, http.StatusAccepted, res)
+	s.pruneIdempotency(r.Context(), profile)
 	return nil
+}
+
+func (s *Server) idemExpired(rec idemRecord) bool {
+	return s.cfg.Now().Sub(time.Unix(rec.CreatedAt, 0)) > s.cfg.IdempotencyTTL
+}
+
+// pruneIdempotency deletes the profile's expired idempotency records, at
+// most once per TTL/24 per profile, so the namespace stays bounded by the
+// send rate times the TTL.
+func (s *Server) pruneIdempotency(ctx context.Context, profile string) {
+	now := s.cfg.Now()
+	s.pruneMu.Lock()
+	if now.Sub(s.lastPrune[profile]) < s.cfg.IdempotencyTTL/24 {
+		s.pruneMu.Unlock()
+		return
+	}
+	s.lastPrune[profile] = now
+	s.pruneMu.Unlock()
+	kvs, err := s.cfg.KV.Scan(ctx, profile, NSIdempotency, "")
+	if err != nil {
+		s.log.Warn("idempotency prune: scan failed", "profile", profile, "err", err)
+		return
+	}
+	pruned := 0
+	for _, kv := range kvs {
+		var rec idemRecord
+		if json.Unmarshal(kv.Value, &rec) == nil && !s.idemExpired(rec) {
+			continue
+		}
+		if err := s.fenced(ctx, profile, func(tok storage.Token) error {
+			return s.cfg.KV.Delete(ctx, profile, tok, NSIdempotency, kv.Key)
+		}); err != nil {
+			s.log.Warn("idempotency prune: delete failed", "profile", profile, "err", err)
+			return
+		}
+		pruned++
+	}
+	if pruned > 0 {
+		s.log.Debug("idempotency records pruned", "profile", profile, "count", pruned)
+	}
 }
 
 func (s *Server) send(r *http.Request, profile string, req SendRequest) (SendResult, error) {
