@@ -53,7 +53,7 @@ func (h *storeHandle) store() storage.Store {
 }
 
 // restart closes the adapter and opens it again, as a process restart does.
-func (h *storeHandle) restart(t *testing.T) {
+func (h *storeHandle) restart(t testing.TB) {
 	t.Helper()
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -70,13 +70,13 @@ func (h *storeHandle) restart(t *testing.T) {
 // backends are the real adapters the pipeline runs on.
 var backends = []struct {
 	name string
-	new  func(t *testing.T) *storeHandle
+	new  func(t testing.TB) *storeHandle
 }{
-	{"bolt", func(t *testing.T) *storeHandle {
+	{"bolt", func(t testing.TB) *storeHandle {
 		dir := t.TempDir()
 		return newHandle(t, "bolt", func() (storage.Store, error) { return bolt.Open(dir, bolt.Options{}) })
 	}},
-	{"redis", func(t *testing.T) *storeHandle {
+	{"redis", func(t testing.TB) *storeHandle {
 		r := testenv.StartRedis(t)
 		return newHandle(t, "redis", func() (storage.Store, error) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -86,7 +86,7 @@ var backends = []struct {
 	}},
 }
 
-func newHandle(t *testing.T, name string, open func() (storage.Store, error)) *storeHandle {
+func newHandle(t testing.TB, name string, open func() (storage.Store, error)) *storeHandle {
 	t.Helper()
 	st, err := open()
 	if err != nil {
@@ -170,7 +170,7 @@ type fakeCDN struct {
 	maxInfl  atomic.Int32
 }
 
-func newCDN(t *testing.T) *fakeCDN {
+func newCDN(t testing.TB) *fakeCDN {
 	c := &fakeCDN{
 		files: map[string][]byte{}, expired: map[string]int{}, corrupt: map[string]int{},
 		fail500: map[string]int{}, stall: map[string]chan struct{}{}, hits: map[string]int{},
@@ -290,7 +290,7 @@ func (p *phone) RequestReupload(ctx context.Context, profile, msgID string, m ms
 // env is one test's world: a real storage adapter, a real versitygw, the
 // fake CDN and phone.
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	h     *storeHandle
 	s3env *testenv.S3
 	obj   *s3.S3
@@ -299,7 +299,7 @@ type env struct {
 	msgs  Messages
 }
 
-func newEnv(t *testing.T, h *storeHandle) *env {
+func newEnv(t testing.TB, h *storeHandle) *env {
 	t.Helper()
 	s3env := testenv.StartS3(t, bucket)
 	obj, err := s3.New(context.Background(), s3.Config{
