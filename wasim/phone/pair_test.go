@@ -322,3 +322,46 @@ func TestLinkCodeRejects(t *testing.T) {
 		t.Fatalf("normalize: %q %v", n, err)
 	}
 }
+
+// FuzzParseQR: QR strings come from the admin API.
+func FuzzParseQR(f *testing.F) {
+	k := base64.StdEncoding.EncodeToString(make([]byte, 32))
+	f.Add("ref," + k + "," + k + "," + k)
+	f.Add("a,b,c,d")
+	f.Fuzz(func(t *testing.T, s string) {
+		q, err := phone.ParseQR(s)
+		if err != nil {
+			return
+		}
+		again, err := phone.ParseQR(q.String())
+		if err != nil || again.Ref != q.Ref || again.IdentityPub != q.IdentityPub || again.NoisePub != q.NoisePub || string(again.AdvSecret) != string(q.AdvSecret) {
+			t.Fatalf("round trip of %q: %+v %v", s, again, err)
+		}
+	})
+}
+
+// FuzzVerifyDeviceIdentity: device identities come from companions.
+func FuzzVerifyDeviceIdentity(f *testing.F) {
+	t := &testing.T{}
+	p := newDevice(t, "15550001111@s.whatsapp.net")
+	companion := keys.NewKeyPair()
+	c, err := p.SignCompanion(*companion.Pub, make([]byte, 32), 1, 2, 3)
+	if err != nil {
+		f.Fatal(err)
+	}
+	var hm waAdv.ADVSignedDeviceIdentityHMAC
+	if err := proto.Unmarshal(c, &hm); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(hm.Details)
+	f.Add([]byte{0x0a, 0x00})
+	acc := p.IdentityPub()
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		// No device signature can be forged by the fuzzer, so nothing may
+		// verify.
+		if _, err := phone.VerifyDeviceIdentity(raw, &acc, *companion.Pub); err == nil {
+			t.Fatalf("verified %x", raw)
+		}
+		_, _ = phone.VerifyDeviceIdentity(raw, nil, *companion.Pub)
+	})
+}
