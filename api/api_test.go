@@ -724,3 +724,85 @@ func TestWebhookDeadLettersAPI(t *testing.T) {
 		t.Fatalf("dead list after redelivery: %s", r.body)
 	}
 }
+
+// TestBadInputEveryEndpoint sends malformed JSON, unknown fields, wrong
+// types and oversized bodies to every endpoint that takes a body, with a
+// valid key, and checks each answers its 4xx and that nothing at all was
+// written or done.
+func TestBadInputEveryEndpoint(t *testing.T) {
+	e := newEnv(t, func(c *api.Config) { c.MaxBodyBytes = 256; c.MaxSendBodyBytes = 256 })
+	e.must(201, nil, "POST", "/v1/profiles", adminKey, `{"id":"alice","webhook":{"url":"http://127.0.0.1:1/h"}}`)
+	key := e.createKey("alice")
+	big := `{"x":"` + strings.Repeat("y", 300) + `"}`
+	endpoints := []struct {
+		method, path, wrongType string
+		admin                   bool
+	}{
+		{"POST", "/v1/profiles", `{"id":7}`, true},
+		{"PATCH", "/v1/profiles/alice", `{"webhook":7}`, false},
+		{"POST", "/v1/profiles/alice/pair-phone", `{"phone":15551234567}`, false},
+		{"POST", "/v1/profiles/alice/connect", `[]`, false},
+		{"POST", "/v1/profiles/alice/stop", `"stop"`, false},
+		{"POST", "/v1/profiles/alice/keys", `{"name":["a"]}`, true},
+		{"POST", "/v1/profiles/alice/messages", `{"to":["+15551234567"],"text":"x"}`, false},
+		{"POST", "/v1/profiles/alice/webhook/redeliver", `{"ids":"all"}`, false},
+	}
+	snapshot := func() string {
+		var b strings.Builder
+		ps, _ := e.catalog.List(context.Background())
+		for _, p := range ps {
+			fmt.Fprintf(&b, "profile %s %+v\n", p.ID, p.Webhook)
+		}
+		for _, ns := range []string{api.NSAPIKeys, api.NSIdempotency, webhook.NSDead} {
+			kvs, _ := e.store.Scan(context.Background(), "alice", ns, "")
+			fmt.Fprintf(&b, "%s %d\n", ns, len(kvs))
+		}
+		e.sessions.mu.Lock()
+		fmt.Fprintf(&b, "sends %d calls %v\n", len(e.sessions.sends), e.sessions.calls)
+		e.sessions.mu.Unlock()
+		return b.String()
+	}
+	before := snapshot()
+	for _, ep := range endpoints {
+		k := key
+		if ep.admin {
+			k = adminKey
+		}
+		for _, tc := range []struct {
+			name, body string
+			status     int
+			codes      []string
+		}{
+			{"malformed", `{"a":`, 400, []string{"invalid_json"}},
+			{"not json", `hello`, 400, []string{"invalid_json"}},
+			{"unknown field", `{"surprise":true}`, 400, []string{"unknown_field"}},
+			{"wrong type", ep.wrongType, 400, []string{"invalid_field", "invalid_json"}},
+			{"trailing", `{} []`, 400, []string{"invalid_json"}},
+			{"oversized", big, 413, []string{"body_too_large"}},
+		} {
+			t.Run(ep.method+" "+ep.path+" "+tc.name, func(t *testing.T) {
+				r := e.do(ep.method, ep.path, k, tc.body)
+				if r.status != tc.status {
+					t.Fatalf("got %s, want %d", r, tc.status)
+				}
+				code := errorCode(t, r)
+				ok := false
+				for _, c := range tc.codes {
+					ok = ok || code == c
+				}
+				if !ok {
+					t.Fatalf("code %q, want one of %v (%s)", code, tc.codes, r.body)
+				}
+			})
+		}
+		// Wrong keys never reach the body.
+		for _, bad := range []string{"", "amk_alice.nope", "amk_bob.nope"} {
+			if r := e.do(ep.method, ep.path, bad, `{"a":`); r.status != 401 {
+				t.Errorf("%s %s with key %q: %s", ep.method, ep.path, bad, r)
+			}
+		}
+	}
+	if after := snapshot(); after != before {
+		t.Fatalf("bad requests changed state:\nbefore %s\nafter  %s", before, after)
+	}
+}

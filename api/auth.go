@@ -149,10 +149,8 @@ func (s *Server) fenced(ctx context.Context, profile string, write func(storage.
 func (s *Server) createKey(w http.ResponseWriter, r *http.Request) error {
 	profile := r.PathValue("id")
 	var req createKeyRequest
-	if r.ContentLength != 0 {
-		if e := s.decodeBody(w, r, &req, s.cfg.MaxBodyBytes); e != nil {
-			return e
-		}
+	if e := s.decodeOptionalBody(w, r, &req); e != nil {
+		return e
 	}
 	if e := req.validate(); e != nil {
 		return e

@@ -68,12 +68,13 @@ type fakeSessions struct {
 	state    map[string]string
 	paired   map[string]bool
 	deleted  []string
+	calls    map[string]int // method -> count
 	sendErr  error
 	sendWait chan struct{} // when set, Send blocks until it is closed
 }
 
 func newFakeSessions() *fakeSessions {
-	return &fakeSessions{state: map[string]string{}, paired: map[string]bool{}}
+	return &fakeSessions{state: map[string]string{}, paired: map[string]bool{}, calls: map[string]int{}}
 }
 
 func (f *fakeSessions) Info(_ context.Context, p string) (api.SessionInfo, error) {
@@ -100,12 +101,16 @@ func (f *fakeSessions) QR(_ context.Context, p string) (api.QR, error) {
 }
 
 func (f *fakeSessions) PairPhone(_ context.Context, p, phone string) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls["PairPhone"]++
 	return "ABCD-EFGH", nil
 }
 
 func (f *fakeSessions) Connect(_ context.Context, p string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.calls["Connect"]++
 	f.state[p] = "connecting"
 	return nil
 }
@@ -113,6 +118,7 @@ func (f *fakeSessions) Connect(_ context.Context, p string) error {
 func (f *fakeSessions) Stop(_ context.Context, p string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.calls["Stop"]++
 	f.state[p] = "stopped"
 	return nil
 }
