@@ -682,11 +682,7 @@ func TestWebhookDeadLettersAPI(t *testing.T) {
 		done <- webhook.Run(ctx, webhook.Config{
 			Profile: "alice", Log: e.store, KV: e.store,
 			Target: func(ctx context.Context) (webhook.Target, error) {
-				p, err := e.catalog.Get(ctx, "alice")
-				if err != nil || p.Webhook == nil {
-					return webhook.Target{}, err
-				}
-				return webhook.Target{URL: p.Webhook.URL, Secret: p.Webhook.Secret, Events: p.Webhook.Events}, nil
+				return webhook.CatalogTarget(e.catalog)(ctx, "alice")
 			},
 			Backoff: webhook.Backoff{Initial: 5 * time.Millisecond, Max: 10 * time.Millisecond, Budget: 50 * time.Millisecond},
 			Logger:  testLogger(t),

@@ -191,15 +191,9 @@ func newEnvWithStore(t *testing.T, st testStore, opts ...option) *env {
 		Profiles: e.catalog, Sessions: e.sessions, Messages: e.msgs,
 		Events: st, KV: st, Fences: st,
 		Webhooks: &webhook.DeadLetters{
-			KV:    st,
-			Token: st.Fence,
-			Target: func(ctx context.Context, p string) (webhook.Target, error) {
-				pr, err := e.catalog.Get(ctx, p)
-				if err != nil || pr.Webhook == nil {
-					return webhook.Target{}, err
-				}
-				return webhook.Target{URL: pr.Webhook.URL, Secret: pr.Webhook.Secret, Events: pr.Webhook.Events}, nil
-			},
+			KV:     st,
+			Token:  st.Fence,
+			Target: webhook.CatalogTarget(e.catalog),
 		},
 		Readiness:    api.ReadyFunc(func(context.Context) error { return e.ready }),
 		Gatherer:     e.reg,
