@@ -379,8 +379,7 @@ type events Membership
 
 func (e *events) record(n *memberlist.Node, state State) {
 	m := (*Membership)(e)
-	mem := Member{Name: n.Name, Addr: n.Address(), State: state}
-	_ = json.Unmarshal(n.Meta, &mem.Meta)
+	mem := Member{Name: n.Name, Addr: n.Address(), State: state, Meta: parseMeta(n.Meta)}
 	if state == StateDead {
 		mem.Since = time.Now()
 	}
@@ -415,8 +414,7 @@ func (e *events) NotifyUpdate(n *memberlist.Node) { e.record(n, StateAlive) }
 // anything else is dead. Mistaking a leaver for dead costs a revocation of
 // a lease it is giving up anyway.
 func (e *events) NotifyLeave(n *memberlist.Node) {
-	var meta Meta
-	_ = json.Unmarshal(n.Meta, &meta)
+	meta := parseMeta(n.Meta)
 	m := (*Membership)(e)
 	m.mu.Lock()
 	said, told := m.leaving[n.Name]
@@ -427,4 +425,15 @@ func (e *events) NotifyLeave(n *memberlist.Node) {
 	} else {
 		e.record(n, StateDead)
 	}
+}
+
+// parseMeta decodes a peer's gossiped metadata. Anything that does not
+// decode whole yields the zero Meta (not eligible): a half-decoded value
+// must not make a member look healthy.
+func parseMeta(b []byte) Meta {
+	var m Meta
+	if err := json.Unmarshal(b, &m); err != nil {
+		return Meta{}
+	}
+	return m
 }
