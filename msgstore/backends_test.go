@@ -1,11 +1,14 @@
 package msgstore_test
 
 import (
+	"context"
 	"testing"
 
 	"go.uber.org/goleak"
 
+	"github.com/amarula/amarula/internal/testenv"
 	"github.com/amarula/amarula/storage/bolt"
+	"github.com/amarula/amarula/storage/redis"
 )
 
 func TestMain(m *testing.M) {
@@ -18,6 +21,18 @@ var backends = []struct {
 	open func(t *testing.T) backend
 }{
 	{"bolt", openBolt},
+	{"redis", openRedis},
+}
+
+// openRedis starts a real redis-server for the test.
+func openRedis(t *testing.T) backend {
+	srv := testenv.StartRedis(t)
+	st, err := redis.New(context.Background(), srv.URL(), redis.Options{})
+	if err != nil {
+		t.Fatalf("redis.New(%s): %v", srv.URL(), err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	return st
 }
 
 func openBolt(t *testing.T) backend {

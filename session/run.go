@@ -319,6 +319,8 @@ func (s *Session) online() step {
 		}
 		switch ev := item.(type) {
 		case *events.Connected:
+			// Event first, then state: whoever sees the state finds the event.
+			s.emit(msgstore.EventSessionConnected, map[string]any{"jid": s.ownJID().String()})
 			s.mu.Lock()
 			s.failures = 0
 			s.mu.Unlock()
@@ -326,7 +328,6 @@ func (s *Session) online() step {
 			s.mu.Lock()
 			s.connectedSince = time.Now().UTC()
 			s.mu.Unlock()
-			s.emit(msgstore.EventSessionConnected, map[string]any{"jid": s.ownJID().String()})
 		case *events.Disconnected:
 			s.emit(msgstore.EventSessionDisconnected, map[string]any{"reason": "connection lost"})
 			return s.reconnect
