@@ -61,7 +61,8 @@ func TestSecondConnectionReplacesOlder(t *testing.T) {
 	}
 	waitEvent[*events.Connected](c2, 10*time.Second, nil)
 	waitEvent[*events.StreamReplaced](c1, 10*time.Second, nil)
-	poll(t, 5*time.Second, "older connection closed", func() bool { return !c1.cli.IsConnected() })
+	// Observed server-side: whatsmeow's IsConnected is not race-free.
+	poll(t, 5*time.Second, "older connection closed", func() bool { return h.srv.Stats().Connections == 1 })
 	d := h.srv.Devices()[0]
 	if d.ReplacedTotal != 1 || d.ConnectionsTotal != 2 || !d.Connected {
 		t.Fatalf("device stats %+v", d)
@@ -94,7 +95,12 @@ func TestUnlinkGives401(t *testing.T) {
 	if lo.OnConnect {
 		t.Fatalf("LoggedOut %+v, want OnConnect=false", lo)
 	}
-	poll(t, 5*time.Second, "store wiped", func() bool { return c.cli.Store.ID == nil })
+	// The store is deleted concurrently with the event; read it through
+	// the database rather than the racy in-memory field.
+	poll(t, 5*time.Second, "store wiped", func() bool {
+		d, err := c.container.GetDevice(context.Background(), jid)
+		return err == nil && d == nil
+	})
 
 	// Offline device: <failure reason=401> at its next login.
 	c2 := h.pairQR(alice)
