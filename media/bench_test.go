@@ -68,27 +68,6 @@ func (s *heapSampler) done() uint64 {
 	return s.peak.Load()
 }
 
-// putDocument puts an encrypted document of size bytes on the CDN and
-// stores its message and job (nothing but the encrypted file is kept in
-// memory: it is the CDN's, allocated before the baseline).
-func (e *env) putDocument(id string, size int64) msgstore.Media {
-	e.t.Helper()
-	key := mediaKey(uint64(size))
-	var buf bytes.Buffer
-	buf.Grow(int(size) + 32)
-	res, err := Encrypt(&buf, &patternReader{n: size}, key, "document")
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	path := "/v/t62/" + id + ".enc?ccb=1"
-	e.cdn.set(func(c *fakeCDN) { c.files[urlPath(path)] = buf.Bytes() })
-	md := msgstore.Media{Kind: "document", Mime: "application/pdf", DirectPath: path, MediaKey: key,
-		FileEncSHA256: res.FileEncSHA256, FileSHA256: res.FileSHA256, FileLength: res.FileLength}
-	msg := msgstore.Message{ID: id, Chat: chat, From: chat, Timestamp: time.Now().Unix(), Type: msgstore.TypeMedia, Media: &md}
-	e.enqueue(msg, md)
-	return md
-}
-
 // waitJobsGone polls (5 ms, bounded) until none of ids has a job left.
 func (e *env) waitJobsGone(ids []string) {
 	e.t.Helper()
@@ -141,7 +120,7 @@ func BenchmarkPipeline(b *testing.B) {
 				var ids []string
 				for j := range tc.parallel {
 					id := fmt.Sprintf("3EB0BENCH%03d%02d", i, j)
-					e.putDocument(id, tc.size)
+					e.publish(id, "document", "application/pdf", &patternReader{n: tc.size}, uint64(tc.size), nil)
 					ids = append(ids, id)
 				}
 				// Twice: the second GC also empties sync.Pool's victim

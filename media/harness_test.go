@@ -384,9 +384,17 @@ type received struct {
 // download job in one transaction, as the session does on receipt.
 func (e *env) receive(id, kind, mime string, plain []byte) received {
 	e.t.Helper()
-	key := mediaKey(uint64(len(id) + len(plain)))
+	md, enc := e.publish(id, kind, mime, bytes.NewReader(plain), uint64(len(id)+len(plain)), nil)
+	return received{id: id, plain: plain, media: md, enc: enc}
+}
+
+// publish encrypts src onto the CDN and stores the message with its job.
+// descr, if set, tampers with what the message announces.
+func (e *env) publish(id, kind, mime string, src io.Reader, seed uint64, descr func(m *msgstore.Media)) (msgstore.Media, []byte) {
+	e.t.Helper()
+	key := mediaKey(seed)
 	var buf bytes.Buffer
-	res, err := Encrypt(&buf, bytes.NewReader(plain), key, kind)
+	res, err := Encrypt(&buf, src, key, kind)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -397,9 +405,12 @@ func (e *env) receive(id, kind, mime string, plain []byte) received {
 		FileEncSHA256: res.FileEncSHA256, FileSHA256: res.FileSHA256, FileLength: res.FileLength,
 		State: msgstore.MediaPending,
 	}
+	if descr != nil {
+		descr(&md)
+	}
 	msg := msgstore.Message{ID: id, Chat: chat, From: chat, Timestamp: time.Now().Unix(), Type: msgstore.TypeMedia, Media: &md}
 	e.enqueue(msg, md)
-	return received{id: id, plain: plain, media: md, enc: buf.Bytes()}
+	return md, buf.Bytes()
 }
 
 func (e *env) enqueue(msg msgstore.Message, md msgstore.Media) {

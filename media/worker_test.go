@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/amarula/amarula/internal/testenv"
 	"github.com/amarula/amarula/msgstore"
 	"github.com/amarula/amarula/storage"
@@ -33,10 +36,24 @@ func TestStoredByteIdentical(t *testing.T) {
 			e.receive("3EB0DOC000001", "document", "application/pdf", randBytes(12<<20+5, 3)),
 			e.receive("3EB0STICKER01", "sticker", "image/webp", randBytes(1, 4)),
 		}
-		w := e.start(testConfig(), Deps{Rerequester: e.phone})
+		cfg := testConfig()
+		reg := prometheus.NewRegistry()
+		cfg.Metrics = NewMetrics(reg)
+		w := e.start(cfg, Deps{Rerequester: e.phone})
 		w.Notify(prof)
+		var total int
 		for _, r := range msgs {
 			e.assertStored(r)
+			total += len(r.plain)
+		}
+		if got := counterValue(t, cfg.Metrics.Results.WithLabelValues("stored")); got != float64(len(msgs)) {
+			t.Fatalf("stored counter %v, want %d", got, len(msgs))
+		}
+		if got := counterValue(t, cfg.Metrics.Bytes); got != float64(total) {
+			t.Fatalf("bytes counter %v, want %d", got, total)
+		}
+		if !gathered(t, reg, "amarula_media_jobs") {
+			t.Fatal("amarula_media_jobs not exported")
 		}
 		for _, ev := range e.mediaEvents() {
 			if bytes.Contains(ev.Data, []byte("media_key")) || bytes.Contains(ev.Data, []byte("direct_path")) {
@@ -226,7 +243,8 @@ func TestCorruptDownload(t *testing.T) {
 			t.Run(tc.name, func(t *testing.T) {
 				id := "3EB0BAD" + strings.ToUpper(strings.ReplaceAll(tc.name, " ", ""))
 				plain := randBytes(tc.size, uint64(len(id)))
-				r := e.receiveWith(id, plain, tc.descr)
+				md, enc := e.publish(id, "document", "application/octet-stream", bytes.NewReader(plain), uint64(len(id)), tc.descr)
+				r := received{id: id, plain: plain, media: md, enc: enc}
 				if tc.prepare != nil {
 					e.cdn.set(func(c *fakeCDN) { tc.prepare(c, urlPath(r.media.DirectPath)) })
 				}
@@ -248,29 +266,6 @@ func TestCorruptDownload(t *testing.T) {
 			})
 		}
 	})
-}
-
-// receiveWith is receive with a tampered descriptor (what the message
-// claims), the CDN holding the genuine file.
-func (e *env) receiveWith(id string, plain []byte, descr func(m *msgstore.Media)) received {
-	e.t.Helper()
-	if descr == nil {
-		return e.receive(id, "document", "application/octet-stream", plain)
-	}
-	key := mediaKey(uint64(len(id)))
-	var buf bytes.Buffer
-	res, err := Encrypt(&buf, bytes.NewReader(plain), key, "document")
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	path := "/v/t62/" + id + ".enc?ccb=1"
-	e.cdn.set(func(c *fakeCDN) { c.files[urlPath(path)] = buf.Bytes() })
-	md := msgstore.Media{Kind: "document", Mime: "application/octet-stream", DirectPath: path, MediaKey: key,
-		FileEncSHA256: res.FileEncSHA256, FileSHA256: res.FileSHA256, FileLength: res.FileLength}
-	descr(&md)
-	msg := msgstore.Message{ID: id, Chat: chat, From: chat, Timestamp: time.Now().Unix(), Type: msgstore.TypeMedia, Media: &md}
-	e.enqueue(msg, md)
-	return received{id: id, plain: plain, media: md, enc: buf.Bytes()}
 }
 
 // TestBacklogBoundedPool: jobs enqueued while no worker runs (a restart)
@@ -429,4 +424,27 @@ func TestLateDuplicateCommitIsNoop(t *testing.T) {
 	if after := e.message(r.id); after.Media.State != before.Media.State {
 		t.Fatalf("late commit changed the message: %+v", after.Media)
 	}
+}
+
+func counterValue(t *testing.T, c prometheus.Metric) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
+}
+
+func gathered(t *testing.T, reg *prometheus.Registry, name string) bool {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) > 0 {
+			return true
+		}
+	}
+	return false
 }

@@ -92,14 +92,9 @@ func (l *Local) lock(key string) *sync.RWMutex {
 // key's directory (never into memory), are hashed on the way, and are
 // committed by renames only when complete and matching.
 func (l *Local) Put(ctx context.Context, key string, r io.Reader, size int64, contentType, sha256hex string) (Info, error) {
-	if err := ValidateKey(key); err != nil {
+	contentType, err := checkPutArgs(key, contentType, sha256hex)
+	if err != nil {
 		return Info{}, err
-	}
-	if err := validateSHA(sha256hex); err != nil {
-		return Info{}, err
-	}
-	if contentType == "" {
-		contentType = DefaultContentType
 	}
 	dir, base := l.paths(key)
 	tmp, err := createTemp(dir)

@@ -176,6 +176,21 @@ func truncate(s string, n int) string {
 	return s[:n] + "…"
 }
 
+// checkPutArgs validates Put's arguments and returns the content type to
+// store.
+func checkPutArgs(key, contentType, sha256hex string) (string, error) {
+	if err := ValidateKey(key); err != nil {
+		return "", err
+	}
+	if err := validateSHA(sha256hex); err != nil {
+		return "", err
+	}
+	if contentType == "" {
+		contentType = DefaultContentType
+	}
+	return contentType, nil
+}
+
 // checkPut compares what a Put read with what its caller announced.
 func checkPut(key string, n, size int64, got, want string) error {
 	if size >= 0 && n != size {

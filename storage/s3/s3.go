@@ -143,14 +143,9 @@ func (s *S3) ensureBucket(ctx context.Context, cfg Config) error {
 // pooled buffer; larger ones in a multipart upload, one part buffered at a
 // time, aborted on any error or mismatch.
 func (s *S3) Put(ctx context.Context, key string, r io.Reader, size int64, contentType, sha256hex string) (Info, error) {
-	if err := ValidateKey(key); err != nil {
+	contentType, err := checkPutArgs(key, contentType, sha256hex)
+	if err != nil {
 		return Info{}, err
-	}
-	if err := validateSHA(sha256hex); err != nil {
-		return Info{}, err
-	}
-	if contentType == "" {
-		contentType = DefaultContentType
 	}
 	bp := s.bufs.Get().(*[]byte)
 	defer s.bufs.Put(bp)
