@@ -35,7 +35,7 @@ type testStore interface {
 }
 
 // newStore opens a real bbolt store in a temporary directory.
-func newStore(t *testing.T) testStore {
+func newStore(t testing.TB) testStore {
 	t.Helper()
 	st, err := bolt.Open(t.TempDir(), bolt.Options{})
 	if err != nil {
@@ -46,7 +46,7 @@ func newStore(t *testing.T) testStore {
 }
 
 // newRedisStore starts a real redis-server and connects the Redis adapter.
-func newRedisStore(t *testing.T) testStore {
+func newRedisStore(t testing.TB) testStore {
 	t.Helper()
 	srv := testenv.StartRedis(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -101,7 +101,7 @@ func TestMatch(t *testing.T) {
 func TestDeliverInOrderDespiteFailures(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
-		store     func(*testing.T) testStore
+		store     func(testing.TB) testStore
 		failFirst int
 	}{
 		{"bolt/no failures", newStore, 0},
