@@ -248,6 +248,12 @@ func (c *conn) readLoop() {
 				return
 			}
 			c.srv.stats.nodesReceived.Add(1)
+			if c.closing.Load() {
+				// After a terminal stream error (replaced, device_removed,
+				// 515) nothing from this connection is routed any more:
+				// only its newer replacement speaks for the device.
+				continue
+			}
 			c.handleNode(node)
 		}
 	}

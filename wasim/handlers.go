@@ -344,7 +344,7 @@ func (s *Server) mediaConnNode() waBinary.Node {
 func (s *Server) activate(c *conn) {
 	d := c.dev
 	d.mu.Lock()
-	if d.conn != c {
+	if d.conn != c || d.active {
 		d.mu.Unlock()
 		return
 	}

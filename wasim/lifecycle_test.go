@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"testing"
 	"time"
 
@@ -168,4 +169,30 @@ func TestReadReceiptsBothWays(t *testing.T) {
 	waitEvent[*events.Receipt](c, 10*time.Second, func(r *events.Receipt) bool {
 		return r.Type == types.ReceiptTypeRead && len(r.MessageIDs) == 1 && r.MessageIDs[0] == resp.ID
 	})
+}
+
+// Cancelling Start's context shuts the server down; Close then returns
+// once every goroutine has stopped (goleak checks the rest).
+func TestStartContextCancelStopsServer(t *testing.T) {
+	srv, err := New(Config{RootPrivateKey: testRoot.Priv[:]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := srv.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	addr := srv.Addr()
+	cancel()
+	done := make(chan struct{})
+	go func() { srv.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close hangs after context cancel")
+	}
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		t.Fatal("listener still open")
+	}
 }

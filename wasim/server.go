@@ -121,7 +121,7 @@ func (s *Server) Start(ctx context.Context) error {
 		defer s.wg.Done()
 		select {
 		case <-ctx.Done():
-			s.Close()
+			s.shutdown()
 		case <-s.ctx.Done():
 		}
 	}()
@@ -143,8 +143,16 @@ func (s *Server) RootKey() [32]byte { return *s.root.Pub }
 func (s *Server) RootKeyHex() string { return hex.EncodeToString(s.root.Pub[:]) }
 
 // Close stops the listener, closes every connection and waits for every
-// goroutine the server started.
+// goroutine the server started. It is safe to call more than once.
 func (s *Server) Close() error {
+	err := s.shutdown()
+	s.wg.Wait()
+	return err
+}
+
+// shutdown stops accepting and closes connections without waiting, so the
+// context watcher (itself a server goroutine) can call it.
+func (s *Server) shutdown() error {
 	s.mu.Lock()
 	already := s.closed
 	s.closed = true
@@ -157,25 +165,22 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.cancel()
-	var err error
-	if s.http != nil {
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		err = s.http.Shutdown(sctx)
-		cancel()
-		// Hijacked websocket connections are not tracked by Shutdown.
-		for _, c := range conns {
-			c.ws.CloseNow()
-			c.cancel()
-		}
-		if err != nil {
-			s.http.Close()
-		}
+	if s.http == nil {
+		return nil
 	}
-	s.wg.Wait()
-	if errors.Is(err, context.DeadlineExceeded) {
-		err = nil
+	// Hijacked websocket connections are not tracked by Shutdown.
+	for _, c := range conns {
+		c.ws.CloseNow()
+		c.cancel()
 	}
-	return err
+	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := s.http.Shutdown(sctx); err != nil {
+		// Admin requests still running (a link waiting for its companion)
+		// are cut off.
+		s.http.Close()
+	}
+	return nil
 }
 
 // goAfter runs f after d on a goroutine owned by the server; it is dropped
