@@ -45,6 +45,13 @@ type EtcdConfig struct {
 	Logger *slog.Logger
 	// Meta is published in the node key (e.g. "api": the node's API URL).
 	Meta map[string]string
+	// StartDetached: if etcd cannot be reached before NewEtcd's ctx is
+	// done, return a manager without a lease anyway (Alive false, Acquire
+	// fails with ErrLost, Done closed) that keeps trying in the background
+	// and comes alive when etcd answers — a node that starts while etcd is
+	// down starts not-ready instead of failing. Default false: NewEtcd
+	// fails.
+	StartDetached bool
 }
 
 // DefaultEtcdConfig returns the defaults for cluster and node.
@@ -189,25 +196,37 @@ func NewEtcd(ctx context.Context, cli *clientv3.Client, cfg EtcdConfig) (*Etcd, 
 	}
 	m := &Etcd{cli: cli, cfg: cfg, log: cfg.Logger.With("node", cfg.Node), start: time.Now(),
 		grants: make(map[string]*Grant), orphans: make(map[string]int64), kick: make(chan struct{}, 1), changed: make(chan struct{}, 1)}
-	// A previous process with this name (crashed, restarted fast) may still
-	// hold owner keys under its lease: nobody could take those profiles
-	// until its TTL ran out. Node names are unique, so it is ours to revoke.
-	if n, err := m.revokeLeasesOf(ctx, cfg.Node, 0); err != nil {
-		return nil, fmt.Errorf("lease: start node %s: %w", cfg.Node, err)
-	} else if n > 0 {
-		m.log.Info("revoked the lease of this node's previous run", "leases", n)
-	}
-	inc, rev, err := m.grant(ctx)
+	inc, rev, err := m.begin(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("lease: start node %s: %w", cfg.Node, err)
+		if !cfg.StartDetached {
+			return nil, fmt.Errorf("lease: start node %s: %w", cfg.Node, err)
+		}
+		m.log.Warn("etcd unreachable at start: running without a lease until it answers", "err", err)
+		inc = &incarnation{done: make(chan struct{})}
+		inc.once.Do(func() { close(inc.done) })
+	} else {
+		m.log.Info("lease granted", "lease", int64(inc.id), "ttl", inc.ttl)
 	}
 	m.inc = inc
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	m.wg.Add(2)
 	go func() { defer m.wg.Done(); m.keepAliveLoop() }()
 	go func() { defer m.wg.Done(); m.watchOwners(rev + 1) }()
-	m.log.Info("lease granted", "lease", int64(inc.id), "ttl", inc.ttl)
 	return m, nil
+}
+
+// begin revokes what a previous run of this node left behind, then grants.
+// A previous process with this name (crashed, restarted fast) may still
+// hold owner keys under its lease: nobody could take those profiles until
+// its TTL ran out. Node names are unique, so it is ours to revoke. The
+// same holds for this process's own lost lease when it re-grants.
+func (m *Etcd) begin(ctx context.Context) (*incarnation, int64, error) {
+	if n, err := m.revokeLeasesOf(ctx, m.cfg.Node, 0); err != nil {
+		return nil, 0, fmt.Errorf("revoke previous leases: %w", err)
+	} else if n > 0 {
+		m.log.Info("revoked a previous lease of this node", "leases", n)
+	}
+	return m.grant(ctx)
 }
 
 // grant creates a lease and registers the node key under it. It returns
@@ -266,14 +285,16 @@ func (m *Etcd) keepAliveLoop() {
 		m.mu.Lock()
 		inc := m.inc
 		m.mu.Unlock()
-		m.keepAlive(inc)
+		if !inc.lost() {
+			m.keepAlive(inc)
+		}
 		if m.ctx.Err() != nil {
 			return
 		}
 		// Lost: grant a new lease, with capped exponential back-off.
 		for {
 			gctx, cancel := context.WithTimeout(m.ctx, m.cfg.TTL)
-			next, _, err := m.grant(gctx)
+			next, _, err := m.begin(gctx)
 			cancel()
 			if err == nil {
 				m.mu.Lock()
@@ -284,7 +305,6 @@ func (m *Etcd) keepAliveLoop() {
 				}
 				m.inc = next
 				m.mu.Unlock()
-				m.revoke(inc.id) // owner keys of a self-fenced lease vanish now
 				m.log.Info("lease re-granted", "lease", int64(next.id), "previous", int64(inc.id))
 				backoff = m.cfg.RetryInterval
 				break
@@ -626,6 +646,16 @@ func (m *Etcd) revokeLeasesOf(ctx context.Context, node string, keep clientv3.Le
 func (m *Etcd) watchOwners(rev int64) {
 	prefix := OwnersPrefix(m.cfg.Cluster)
 	for m.ctx.Err() == nil {
+		if rev <= 1 { // not pinned yet (started detached, or resync failed)
+			r, err := m.resync()
+			if err != nil {
+				if !sleepCtx(m.ctx, m.cfg.RetryInterval) {
+					return
+				}
+				continue
+			}
+			rev = r + 1
+		}
 		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(m.ctx))
 		wch := m.cli.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(rev))
 		for wr := range wch {
@@ -649,8 +679,11 @@ func (m *Etcd) watchOwners(rev int64) {
 		}
 		if r, err := m.resync(); err == nil {
 			rev = r + 1
-		} else if !sleepCtx(m.ctx, m.cfg.RetryInterval) {
-			return
+		} else {
+			rev = 0
+			if !sleepCtx(m.ctx, m.cfg.RetryInterval) {
+				return
+			}
 		}
 	}
 }
@@ -738,6 +771,9 @@ func (m *Etcd) Close() error {
 	m.mu.Unlock()
 	for _, g := range grants {
 		g.end(ErrReleased)
+	}
+	if inc.id == 0 {
+		return nil // started detached and never got a lease
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()

@@ -490,3 +490,54 @@ func TestEtcdReleaseDuringOutageIsRetried(t *testing.T) {
 	}
 	assertOpen(t, o.n1.Done(), "node lease across the outage")
 }
+
+// TestEtcdStartDetachedComesAliveWithEtcd: with StartDetached, a node that
+// starts while etcd is down gets a manager without a lease, and the lease
+// arrives by itself when etcd does. Without it, NewEtcd fails.
+func TestEtcdStartDetachedComesAliveWithEtcd(t *testing.T) {
+	e := testenv.StartEtcd(t)
+	ctx := ctxT(t)
+	e.Kill()
+	cli := newClient(t, e.Endpoints())
+	cfg := fastConfig("n1", newMemFencer())
+	short, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	if _, err := NewEtcd(short, cli, cfg); err == nil {
+		t.Fatal("NewEtcd with etcd down succeeded without StartDetached")
+	}
+	cfg.StartDetached = true
+	short2, cancel2 := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel2()
+	m, err := NewEtcd(short2, cli, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	if m.Alive() || m.LeaseID() != 0 {
+		t.Fatal("alive without etcd")
+	}
+	assertClosed(t, m.Done(), 0, "Done of a detached manager")
+	if _, err := m.Acquire(ctx, "alice"); !errors.Is(err, ErrLost) {
+		t.Fatalf("acquire while detached: %v", err)
+	}
+	e.Restart(t)
+	e.WaitHealthy(t)
+	if err := testenv.WaitFor(10*time.Second, func() error {
+		if !m.Alive() {
+			return errors.New("no lease yet")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	assertOpen(t, m.Done(), "Done once alive")
+	g, err := m.Acquire(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The owner watch works too: an external delete closes the grant.
+	if _, err := cli.Delete(ctx, OwnerKey(testCluster, "alice")); err != nil {
+		t.Fatal(err)
+	}
+	assertClosed(t, g.Done(), 2*time.Second, "grant after its key was deleted")
+}
