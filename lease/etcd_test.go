@@ -516,7 +516,7 @@ func TestEtcdStartDetachedComesAliveWithEtcd(t *testing.T) {
 	if m.Alive() || m.LeaseID() != 0 {
 		t.Fatal("alive without etcd")
 	}
-	assertClosed(t, m.Done(), 0, "Done of a detached manager")
+	assertClosed(t, m.Done(), 100*time.Millisecond, "Done of a detached manager")
 	if _, err := m.Acquire(ctx, "alice"); !errors.Is(err, ErrLost) {
 		t.Fatalf("acquire while detached: %v", err)
 	}
