@@ -33,6 +33,9 @@ type Config struct {
 	MediaHost string
 	// OfflineQueueLimit caps the stanzas queued for one device. Default 10000.
 	OfflineQueueLimit int
+	// IdleTimeout closes a connection that sent nothing for this long
+	// (whatsmeow pings every 20-30 s). Default 90 s.
+	IdleTimeout time.Duration
 	// PairTimeout bounds how long a link request waits for the companion's
 	// pair-device-sign. Default 15 s.
 	PairTimeout time.Duration
@@ -69,6 +72,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.OfflineQueueLimit == 0 {
 		c.OfflineQueueLimit = 10000
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = 90 * time.Second
 	}
 	if c.PairTimeout == 0 {
 		c.PairTimeout = 15 * time.Second

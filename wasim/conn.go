@@ -219,7 +219,16 @@ var errConnClosed = errors.New("wasim: connection closed")
 
 func (c *conn) readLoop() {
 	for {
-		frames, err := c.readFrames(c.ctx, false)
+		// whatsmeow pings every 20-30 s; a silent peer (frozen process,
+		// dead network) is dropped after IdleTimeout.
+		ctx, cancel := context.WithTimeout(c.ctx, c.srv.cfg.IdleTimeout)
+		frames, err := c.readFrames(ctx, false)
+		idle := ctx.Err() != nil && c.ctx.Err() == nil
+		cancel()
+		if idle {
+			c.log.Info("idle connection, closing", "idle_timeout", c.srv.cfg.IdleTimeout)
+			return
+		}
 		if err != nil {
 			if c.ctx.Err() == nil && !isNormalClose(err) {
 				c.log.Info("closing connection", "err", err)
@@ -271,7 +280,9 @@ func (c *conn) closeAfter(delay time.Duration) {
 		return
 	}
 	c.srv.goAfter(delay, func() {
-		c.ws.Close(websocket.StatusNormalClosure, "")
+		// A hard close: a frozen peer must not stretch the close handshake
+		// (and the overlap a replaced connection is charged with).
+		c.ws.CloseNow()
 		c.cancel()
 	})
 }

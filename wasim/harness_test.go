@@ -47,14 +47,23 @@ type harness struct {
 
 func newHarness(t testing.TB) *harness {
 	t.Helper()
+	return newHarnessWith(t, nil)
+}
+
+func newHarnessWith(t testing.TB, tweak func(*Config)) *harness {
+	t.Helper()
 	level := slog.LevelWarn
 	if os.Getenv("WASIM_DEBUG") != "" {
 		level = slog.LevelDebug
 	}
-	srv, err := New(Config{
+	cfg := Config{
 		RootPrivateKey: testRoot.Priv[:],
 		Logger:         slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
-	})
+	}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	srv, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"go.mau.fi/whatsmeow/types"
+	"go.mau.fi/whatsmeow/util/keys"
 	"go.mau.fi/whatsmeow/types/events"
 )
 
@@ -195,4 +196,33 @@ func TestStartContextCancelStopsServer(t *testing.T) {
 		c.Close()
 		t.Fatal("listener still open")
 	}
+}
+
+// A connection that stops talking (frozen process) is dropped, and a
+// second login replaces a frozen one within the close delay.
+func TestIdleAndFrozenConnections(t *testing.T) {
+	h := newHarnessWith(t, func(c *Config) { c.IdleTimeout = 300 * time.Millisecond })
+	alice, _ := h.srv.CreatePhone("15550001111", "Alice")
+	noise := keys.NewKeyPair()
+	d := h.srv.addFakeDevice(alice, noise, 10)
+	r := rawLogin(t, h, d, noise)
+	r.expectClosed()
+	poll(t, 5*time.Second, "idle device disconnected", func() bool { return !h.srv.Devices()[0].Connected })
+
+	h2 := newHarness(t)
+	bob, _ := h2.srv.CreatePhone("15550002222", "Bob")
+	d2 := h2.srv.addFakeDevice(bob, noise, 10)
+	frozen := rawLogin(t, h2, d2, noise) // never reads again
+	_ = frozen
+	start := time.Now()
+	r2 := rawLogin(t, h2, d2, noise)
+	poll(t, 5*time.Second, "frozen connection dropped", func() bool { return h2.srv.Stats().Connections == 1 })
+	if el := time.Since(start); el > 3*time.Second {
+		t.Fatalf("replacing a frozen connection took %v", el)
+	}
+	info := h2.srv.Devices()[0]
+	if info.ReplacedTotal != 1 || info.OverlapMsTotal < 400 || info.OverlapMsTotal > 3000 {
+		t.Fatalf("device %+v", info)
+	}
+	r2.ws.CloseNow()
 }
