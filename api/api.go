@@ -21,6 +21,7 @@ import (
 
 	"github.com/amarula/amarula/catalog"
 	"github.com/amarula/amarula/msgstore"
+	"github.com/amarula/amarula/session"
 	"github.com/amarula/amarula/storage"
 	"github.com/amarula/amarula/webhook"
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,22 +40,6 @@ type Profiles interface {
 	Delete(ctx context.Context, id string) error
 }
 
-// SessionInfo is the live state of a profile's session.
-type SessionInfo struct {
-	State          string // unpaired, pairing, connecting, connected, disconnected, conflict, logged_out, stopped, unassigned
-	Owner          string // node name, "" when unowned
-	JID            string
-	LID            string
-	PushName       string
-	ConnectedSince time.Time // zero when not connected
-}
-
-// QR is the current pairing QR code of a profile.
-type QR struct {
-	Code      string
-	ExpiresAt time.Time
-}
-
 // SendRequest is the body of POST /v1/profiles/{id}/messages. Exactly one of
 // Text, Media, Reaction, Edit and Revoke is set (Decode validates it).
 type SendRequest struct {
@@ -67,10 +52,29 @@ type SendRequest struct {
 	ReplyTo  string        `json:"reply_to,omitempty"`
 
 	// IdempotencyKey is the request's Idempotency-Key header (not part of
-	// the body). The API answers replays itself; Sessions may use the key
-	// too, so that a send interrupted between WhatsApp and the store is
+	// the body). The API answers replays itself and also hands the key to
+	// Sessions, so that a send interrupted between WhatsApp and the store is
 	// retried with the same message id.
 	IdempotencyKey string `json:"-"`
+}
+
+// sessionRequest converts the API body to the session's request. Media is
+// passed as *SendMedia.
+func (req SendRequest) sessionRequest() session.SendRequest {
+	out := session.SendRequest{To: req.To, Text: req.Text, ReplyTo: req.ReplyTo, IdempotencyKey: req.IdempotencyKey}
+	if req.Reaction != nil {
+		out.Reaction = &session.Reaction{TargetID: req.Reaction.TargetID, Emoji: req.Reaction.Emoji}
+	}
+	if req.Edit != nil {
+		out.Edit = &session.Edit{TargetID: req.Edit.TargetID, Text: req.Edit.Text}
+	}
+	if req.Revoke != nil {
+		out.Revoke = &session.Revoke{TargetID: req.Revoke.TargetID}
+	}
+	if req.Media != nil {
+		out.Media = req.Media
+	}
+	return out
 }
 
 // SendMedia is an attachment to send: fetched from URL or given inline as
@@ -101,25 +105,24 @@ type SendRevoke struct {
 	TargetID string `json:"target_id"`
 }
 
-// SendResult is the answer of a send.
-type SendResult struct {
+// sendAnswer is the JSON answer of a send.
+type sendAnswer struct {
 	ID        string `json:"id"`
 	Status    string `json:"status"`    // "sent"
 	Timestamp int64  `json:"timestamp"` // Unix seconds
 }
 
-// Sessions drives the session of one profile. Implementations act on the
-// profile's live session wherever this node can reach it. Their sentinel
-// errors reach the client through Config.Errors (e.g. session.ErrAlreadyPaired
-// → 409 already_paired, session.ErrNotConnected → 409 not_connected,
-// session.ErrInvalidRequest → 400 invalid_message, ErrNotRunning → 503).
+// Sessions drives the session of one profile; the session registry
+// (*registry.Registry) satisfies it. The session package's sentinel errors
+// are mapped (ErrAlreadyPaired and ErrNoQR → 409, ErrNotConnected → 409,
+// ErrInvalidRequest → 400, ErrNotRunning and ErrLeaseLost → 503,
+// *NotImplementedError → 501); others can be added with Config.Errors.
 type Sessions interface {
-	// Info returns the live state. An error wrapping ErrNotFound (or
-	// storage.ErrNotFound) means "no session": reported as unassigned.
-	Info(ctx context.Context, profile string) (SessionInfo, error)
-	// QR returns the current pairing code; a profile that is already
-	// paired answers an error mapped to 409 (ErrAlreadyPaired).
-	QR(ctx context.Context, profile string) (QR, error)
+	// Info returns the live state. An error that maps to 404 or 503 (no
+	// session here) is shown as state unassigned.
+	Info(ctx context.Context, profile string) (session.Info, error)
+	// QR returns the pairing code on display.
+	QR(ctx context.Context, profile string) (session.QR, error)
 	// PairPhone starts phone-number pairing and returns the code to type
 	// on the phone ("ABCD-EFGH").
 	PairPhone(ctx context.Context, profile, phone string) (string, error)
@@ -129,10 +132,16 @@ type Sessions interface {
 	// state stopped, until Connect.
 	Stop(ctx context.Context, profile string) error
 	// Send sends one message and returns its id once WhatsApp accepted it.
-	Send(ctx context.Context, profile string, req SendRequest) (SendResult, error)
+	Send(ctx context.Context, profile string, req session.SendRequest) (session.SendResult, error)
 	// Delete logs the profile out on WhatsApp and wipes its credentials,
 	// messages, media and events; the API then removes it from Profiles.
 	Delete(ctx context.Context, profile string) error
+}
+
+// Owners names the node that owns a profile ("" when none);
+// *registry.Registry satisfies it. Optional: without it "owner" is empty.
+type Owners interface {
+	Whereis(ctx context.Context, profile string) (string, error)
 }
 
 // Messages reads the message store (*msgstore.Store satisfies it).
@@ -203,6 +212,7 @@ type Config struct {
 
 	Profiles  Profiles
 	Sessions  Sessions
+	Owners    Owners
 	Messages  Messages
 	Events    Events
 	KV        KV

@@ -19,6 +19,8 @@ import (
 
 	"github.com/amarula/amarula/api"
 	"github.com/amarula/amarula/msgstore"
+	"github.com/amarula/amarula/session"
+	"github.com/amarula/amarula/storage"
 	"github.com/amarula/amarula/webhook"
 )
 
@@ -372,7 +374,7 @@ func TestIdempotentSend(t *testing.T) {
 	e := newEnvWithStore(t, st)
 	e.createProfile("alice")
 	body := `{"to":"+15551234567","text":"hello"}`
-	var first, again api.SendResult
+	var first, again sendAnswer
 	r1 := e.must(202, &first, "POST", "/v1/profiles/alice/messages", adminKey, body, "Idempotency-Key", "order-1")
 	r2 := e.must(202, &again, "POST", "/v1/profiles/alice/messages", adminKey, body, "Idempotency-Key", "order-1")
 	if first.ID == "" || first != again || first.Status != "sent" {
@@ -395,7 +397,7 @@ func TestIdempotentSend(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var res api.SendResult
+			var res sendAnswer
 			r := e.do("POST", "/v1/profiles/alice/messages", adminKey, body, "Idempotency-Key", "order-2")
 			if r.status == 202 && json.Unmarshal(r.body, &res) == nil {
 				ids[i] = res.ID
@@ -433,14 +435,14 @@ func TestIdempotentSend(t *testing.T) {
 	// A new API over the same storage still knows order-1 within the TTL;
 	// after it the key sends again and expired records are pruned.
 	e2 := newEnvWithStore(t, st)
-	var replay api.SendResult
+	var replay sendAnswer
 	e2.must(202, &replay, "POST", "/v1/profiles/alice/messages", adminKey, body, "Idempotency-Key", "order-1")
 	if replay != first || e2.sessions.sendCount() != 0 {
 		t.Fatalf("after restart: %+v (sent %d)", replay, e2.sessions.sendCount())
 	}
 	later := time.Now().Add(25 * time.Hour)
 	e3 := newEnvWithStore(t, st, func(c *api.Config) { c.Now = func() time.Time { return later } })
-	var fresh api.SendResult
+	var fresh sendAnswer
 	e3.must(202, &fresh, "POST", "/v1/profiles/alice/messages", adminKey, body, "Idempotency-Key", "order-1")
 	if e3.sessions.sendCount() != 1 {
 		t.Fatalf("expired key did not send (sent %d)", e3.sessions.sendCount())
@@ -469,9 +471,52 @@ func TestSendKinds(t *testing.T) {
 		e.must(202, nil, "POST", "/v1/profiles/alice/messages", adminKey, b)
 	}
 	s := e.sessions.sends
-	if len(s) != len(bodies) || s[0].ReplyTo != "3EB0AA" || s[1].Media.Caption != "c" || string(s[2].Media.Data) != "hello" ||
+	media := func(i int) *api.SendMedia { m, _ := s[i].Media.(*api.SendMedia); return m }
+	if len(s) != len(bodies) || s[0].ReplyTo != "3EB0AA" || media(1).Caption != "c" || string(media(2).Data) != "hello" ||
 		s[3].Reaction.Emoji != "👍" || s[5].Edit.Text != "fixed" || s[6].Revoke.TargetID != "3EB0AA" {
 		t.Fatalf("sends: %+v", s)
+	}
+}
+
+// TestSessionErrors proves the session package's errors reach the client
+// with their documented status and code.
+func TestSessionErrors(t *testing.T) {
+	e := newEnv(t)
+	e.createProfile("alice")
+	for _, tc := range []struct {
+		err    error
+		status int
+		code   string
+	}{
+		{fmt.Errorf("send: %w", session.ErrNotConnected), 409, "not_connected"},
+		{session.ErrNotRunning, 503, "not_running"},
+		{fmt.Errorf("%w: recipient", session.ErrInvalidRequest), 400, "invalid_message"},
+		{&session.NotImplementedError{Feature: "media sending"}, 501, "not_implemented"},
+		{fmt.Errorf("x: %w", storage.ErrFenced), 503, "not_owner"},
+		{api.ErrRateLimited, 429, "rate_limited"},
+		{errors.New("boom with internals"), 500, "internal"},
+	} {
+		e.sessions.sendErr = tc.err
+		r := e.do("POST", "/v1/profiles/alice/messages", adminKey, `{"to":"+15551234567","text":"x"}`)
+		if r.status != tc.status || errorCode(t, r) != tc.code {
+			t.Errorf("%v: got %s, want %d %s", tc.err, r, tc.status, tc.code)
+		}
+		if tc.status == 500 && strings.Contains(string(r.body), "internals") {
+			t.Errorf("500 answer leaks the error: %s", r.body)
+		}
+	}
+	e.sessions.sendErr = nil
+	// A profile without a running session is listed as unassigned, and
+	// an owner from Owners is shown.
+	var p map[string]any
+	e.must(200, &p, "GET", "/v1/profiles/alice", adminKey, "")
+	if p["state"] != "unassigned" || p["owner"] != "" {
+		t.Fatalf("no session: %v", p)
+	}
+	e.sessions.state["alice"] = "connected"
+	e.must(200, &p, "GET", "/v1/profiles/alice", adminKey, "")
+	if p["state"] != "connected" || p["owner"] != "n1" {
+		t.Fatalf("running: %v", p)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/amarula/amarula/catalog"
 	"github.com/amarula/amarula/msgstore"
+	"github.com/amarula/amarula/session"
 	"github.com/amarula/amarula/storage"
 	"github.com/amarula/amarula/webhook"
 )
@@ -62,6 +63,12 @@ var builtinErrors = []ErrorMapping{
 	{catalog.ErrExists, http.StatusConflict, "profile_exists"},
 	{catalog.ErrInvalid, http.StatusBadRequest, "invalid_profile"},
 	{msgstore.ErrNotFound, http.StatusNotFound, "message_not_found"},
+	{session.ErrAlreadyPaired, http.StatusConflict, "already_paired"},
+	{session.ErrNoQR, http.StatusConflict, "no_qr"},
+	{session.ErrNotConnected, http.StatusConflict, "not_connected"},
+	{session.ErrInvalidRequest, http.StatusBadRequest, "invalid_message"},
+	{session.ErrNotRunning, http.StatusServiceUnavailable, "not_running"},
+	{session.ErrLeaseLost, http.StatusServiceUnavailable, "not_owner"},
 	{msgstore.ErrInvalid, http.StatusBadRequest, "invalid_argument"},
 	{ErrNotFound, http.StatusNotFound, "not_found"},
 	{storage.ErrNotFound, http.StatusNotFound, "not_found"},
@@ -85,6 +92,10 @@ func (s *Server) toError(err error) *Error {
 	var e *Error
 	if errors.As(err, &e) {
 		return e
+	}
+	var ni *session.NotImplementedError
+	if errors.As(err, &ni) {
+		return &Error{Status: http.StatusNotImplemented, Code: "not_implemented", Message: ni.Feature + " is not implemented yet"}
 	}
 	for _, tables := range [][]ErrorMapping{s.cfg.Errors, builtinErrors} {
 		for _, m := range tables {

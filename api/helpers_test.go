@@ -17,6 +17,7 @@ import (
 	"github.com/amarula/amarula/api"
 	"github.com/amarula/amarula/catalog"
 	"github.com/amarula/amarula/msgstore"
+	"github.com/amarula/amarula/session"
 	"github.com/amarula/amarula/storage"
 	"github.com/amarula/amarula/storage/bolt"
 	"github.com/amarula/amarula/webhook"
@@ -64,7 +65,7 @@ func (w testWriter) Write(b []byte) (int, error) {
 // fakeSessions implements api.Sessions and counts what it was asked.
 type fakeSessions struct {
 	mu       sync.Mutex
-	sends    []api.SendRequest
+	sends    []session.SendRequest
 	state    map[string]string
 	paired   map[string]bool
 	deleted  []string
@@ -77,27 +78,37 @@ func newFakeSessions() *fakeSessions {
 	return &fakeSessions{state: map[string]string{}, paired: map[string]bool{}, calls: map[string]int{}}
 }
 
-func (f *fakeSessions) Info(_ context.Context, p string) (api.SessionInfo, error) {
+func (f *fakeSessions) Info(_ context.Context, p string) (session.Info, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	st, ok := f.state[p]
 	if !ok {
-		return api.SessionInfo{}, api.ErrNotFound
+		return session.Info{}, api.ErrNotFound
 	}
-	info := api.SessionInfo{State: st, Owner: "n1"}
+	info := session.Info{Profile: p, State: session.State(st)}
 	if st == "connected" {
 		info.JID, info.PushName, info.ConnectedSince = "15551234567@s.whatsapp.net", "Alice", time.Unix(1700000000, 0)
 	}
 	return info, nil
 }
 
-func (f *fakeSessions) QR(_ context.Context, p string) (api.QR, error) {
+// Whereis implements api.Owners: "n1" runs every profile with a state.
+func (f *fakeSessions) Whereis(_ context.Context, p string) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.state[p]; ok {
+		return "n1", nil
+	}
+	return "", nil
+}
+
+func (f *fakeSessions) QR(_ context.Context, p string) (session.QR, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.paired[p] {
-		return api.QR{}, fmt.Errorf("session %s: %w", p, api.ErrAlreadyPaired)
+		return session.QR{}, fmt.Errorf("qr of %s: %w", p, session.ErrAlreadyPaired)
 	}
-	return api.QR{Code: "2@qr-code-of-" + p, ExpiresAt: time.Unix(1700000060, 0)}, nil
+	return session.QR{Code: "2@qr-code-of-" + p, ExpiresAt: time.Unix(1700000060, 0)}, nil
 }
 
 func (f *fakeSessions) PairPhone(_ context.Context, p, phone string) (string, error) {
@@ -123,7 +134,7 @@ func (f *fakeSessions) Stop(_ context.Context, p string) error {
 	return nil
 }
 
-func (f *fakeSessions) Send(ctx context.Context, p string, req api.SendRequest) (api.SendResult, error) {
+func (f *fakeSessions) Send(ctx context.Context, p string, req session.SendRequest) (session.SendResult, error) {
 	f.mu.Lock()
 	wait, err := f.sendWait, f.sendErr
 	f.mu.Unlock()
@@ -131,16 +142,16 @@ func (f *fakeSessions) Send(ctx context.Context, p string, req api.SendRequest) 
 		select {
 		case <-wait:
 		case <-ctx.Done():
-			return api.SendResult{}, ctx.Err()
+			return session.SendResult{}, ctx.Err()
 		}
 	}
 	if err != nil {
-		return api.SendResult{}, err
+		return session.SendResult{}, err
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.sends = append(f.sends, req)
-	return api.SendResult{ID: fmt.Sprintf("3EB0%04d", len(f.sends)), Timestamp: 1700000000 + int64(len(f.sends))}, nil
+	return session.SendResult{ID: fmt.Sprintf("3EB0%04d", len(f.sends)), Timestamp: 1700000000 + int64(len(f.sends)), Status: "delivered"}, nil
 }
 
 func (f *fakeSessions) Delete(_ context.Context, p string) error {
@@ -155,6 +166,13 @@ func (f *fakeSessions) sendCount() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return len(f.sends)
+}
+
+// sendAnswer is the JSON answer of a send.
+type sendAnswer struct {
+	ID        string `json:"id"`
+	Status    string `json:"status"`
+	Timestamp int64  `json:"timestamp"`
 }
 
 // env is one API under test.
@@ -188,7 +206,7 @@ func newEnvWithStore(t *testing.T, st testStore, opts ...option) *env {
 	}
 	cfg := api.Config{
 		AdminKey: adminKey,
-		Profiles: e.catalog, Sessions: e.sessions, Messages: e.msgs,
+		Profiles: e.catalog, Sessions: e.sessions, Owners: e.sessions, Messages: e.msgs,
 		Events: st, KV: st, Fences: st,
 		Webhooks: &webhook.DeadLetters{
 			KV:     st,

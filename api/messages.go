@@ -140,16 +140,15 @@ func (s *Server) pruneIdempotency(ctx context.Context, profile string) {
 	}
 }
 
-func (s *Server) send(r *http.Request, profile string, req SendRequest) (SendResult, error) {
-	res, err := s.cfg.Sessions.Send(r.Context(), profile, req)
+func (s *Server) send(r *http.Request, profile string, req SendRequest) (sendAnswer, error) {
+	res, err := s.cfg.Sessions.Send(r.Context(), profile, req.sessionRequest())
 	if err != nil {
-		return res, fmt.Errorf("send from %s: %w", profile, err)
+		return sendAnswer{}, fmt.Errorf("send from %s: %w", profile, err)
 	}
-	if res.Status == "" {
-		res.Status = "sent"
-	}
-	s.log.Info("message sent", "profile", profile, "message", res.ID)
-	return res, nil
+	// The API answers "sent" once WhatsApp accepted the message, whatever
+	// receipt the store may already hold.
+	s.log.Info("message sent", "profile", profile, "message", res.ID, "replayed", res.Replayed)
+	return sendAnswer{ID: res.ID, Status: "sent", Timestamp: res.Timestamp}, nil
 }
 
 // queryInt parses an optional positive integer query parameter.

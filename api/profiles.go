@@ -37,16 +37,23 @@ func (s *Server) view(ctx context.Context, p catalog.Profile, withWebhook bool) 
 		info, err := s.cfg.Sessions.Info(ctx, p.ID)
 		switch {
 		case err == nil:
-			v.State, v.Owner, v.JID, v.LID, v.PushName = info.State, info.Owner, info.JID, info.LID, info.PushName
+			v.State, v.JID, v.LID, v.PushName = string(info.State), info.JID, info.LID, info.PushName
 			if !info.ConnectedSince.IsZero() {
 				t := info.ConnectedSince.Unix()
 				v.ConnectedSince = &t
 			}
-		case s.isNotFound(err):
+		case s.noSession(err):
 		default:
 			s.log.Warn("session info failed", "profile", p.ID, "err", err)
 			v.State = "unknown"
 		}
+	}
+	if s.cfg.Owners != nil {
+		owner, err := s.cfg.Owners.Whereis(ctx, p.ID)
+		if err != nil {
+			s.log.Warn("owner lookup failed", "profile", p.ID, "err", err)
+		}
+		v.Owner = owner
 	}
 	if v.State == "" {
 		v.State = "unassigned"
@@ -62,6 +69,12 @@ func (s *Server) view(ctx context.Context, p catalog.Profile, withWebhook bool) 
 		v.Webhook = &webhookView{URL: p.Webhook.URL, Events: ev, SecretSet: p.Webhook.Secret != ""}
 	}
 	return v
+}
+
+// noSession reports whether an Info error means "no session runs here".
+func (s *Server) noSession(err error) bool {
+	st := s.toError(err).Status
+	return st == http.StatusNotFound || st == http.StatusServiceUnavailable
 }
 
 func unix(t time.Time) int64 {
@@ -170,9 +183,6 @@ func (s *Server) qr(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("id")
 	q, err := s.cfg.Sessions.QR(r.Context(), id)
 	if err != nil {
-		if e := s.toError(err); e.Status == http.StatusConflict {
-			return newError(http.StatusConflict, "already_paired", "profile %q is already paired", id)
-		}
 		return fmt.Errorf("qr of %s: %w", id, err)
 	}
 	if acceptsPNG(r) {
