@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"go.mau.fi/whatsmeow/types"
-	"go.mau.fi/whatsmeow/util/keys"
 	"go.mau.fi/whatsmeow/types/events"
+	"go.mau.fi/whatsmeow/util/keys"
 )
 
 func TestOfflineQueueDeliveredAfterReconnect(t *testing.T) {
