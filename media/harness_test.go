@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -28,7 +29,12 @@ import (
 	"github.com/amarula/amarula/storage/s3"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if cfg := os.Getenv(helperEnv); cfg != "" {
+		os.Exit(runWorkerProcess(cfg))
+	}
+	goleak.VerifyTestMain(m)
+}
 
 const (
 	prof   = "alice"

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -143,4 +144,31 @@ func TestLocalFileAndDirKeys(t *testing.T) {
 			t.Fatalf("%s = %q", k, got)
 		}
 	}
+}
+
+// FuzzValidateKey: whatever a key is made of (message ids come from the
+// network), an accepted key maps to a path inside the store's directory and
+// back to itself, and a rejected one is ErrInvalidKey.
+func FuzzValidateKey(f *testing.F) {
+	for _, k := range []string{"media/alice/3EB0C431C26A1916E07A", "../x", "a/./b", "a//b", "a.d/b.meta", "x~y", "h=ab/c"} {
+		f.Add(k)
+	}
+	l := &Local{dir: "/srv/amarula/media"}
+	f.Fuzz(func(t *testing.T, key string) {
+		err := ValidateKey(key)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidKey) {
+				t.Fatalf("ValidateKey(%q) = %v", key, err)
+			}
+			return
+		}
+		dir, base := l.paths(key)
+		meta := filepath.Join(dir, base+metaSuffix)
+		if !strings.HasPrefix(meta, l.dir+string(filepath.Separator)) || filepath.Clean(meta) != meta {
+			t.Fatalf("key %q maps outside the directory: %s", key, meta)
+		}
+		if back, ok := l.keyOf(meta); !ok || back != key {
+			t.Fatalf("key %q maps back to %q (%v)", key, back, ok)
+		}
+	})
 }

@@ -44,6 +44,7 @@ type S3 struct {
 	partSize int64
 	bufs     sync.Pool // *[]byte of partSize
 	tr       *http.Transport
+	listPage int32 // ListObjectsV2 page size; 0 = the server's (1000)
 }
 
 var _ Objects = (*S3)(nil)
@@ -353,9 +354,11 @@ func (s *S3) DeletePrefix(ctx context.Context, prefix string) (int, error) {
 		return 0, err
 	}
 	deleted := 0
-	p := awss3.NewListObjectsV2Paginator(s.client, &awss3.ListObjectsV2Input{
-		Bucket: aws.String(s.bucket), Prefix: aws.String(prefix),
-	})
+	in := &awss3.ListObjectsV2Input{Bucket: aws.String(s.bucket), Prefix: aws.String(prefix)}
+	if s.listPage > 0 {
+		in.MaxKeys = aws.Int32(s.listPage)
+	}
+	p := awss3.NewListObjectsV2Paginator(s.client, in)
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
 		if err != nil {

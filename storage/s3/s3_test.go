@@ -2,6 +2,8 @@ package s3
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -80,5 +82,35 @@ func flipFirstByte(t *testing.T, path string) {
 	b[0] ^= 0xff
 	if _, err := f.WriteAt(b, 0); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestS3DeletePrefixPages proves DeletePrefix follows list pagination
+// (pages of 7 here instead of S3's 1000).
+func TestS3DeletePrefixPages(t *testing.T) {
+	env := testenv.StartS3(t, "media")
+	s, err := newTestS3(t, env, "media", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.listPage = 7
+	ctx := context.Background()
+	for i := range 30 {
+		if _, err := s.Put(ctx, fmt.Sprintf("media/alice/%02d", i), strings.NewReader("x"), 1, "", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Put(ctx, "media/bob/1", strings.NewReader("y"), 1, "", ""); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.DeletePrefix(ctx, "media/alice/")
+	if err != nil || n != 30 {
+		t.Fatalf("DeletePrefix = %d, %v; want 30", n, err)
+	}
+	if _, err := s.Stat(ctx, "media/alice/29"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("last page survived: %v", err)
+	}
+	if _, err := s.Stat(ctx, "media/bob/1"); err != nil {
+		t.Fatalf("neighbour deleted: %v", err)
 	}
 }
