@@ -215,3 +215,31 @@ func poll(t testing.TB, d time.Duration, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// scenario is the common test setup: Alice's phone with one paired
+// whatsmeow client, Bob's phone, and a bounded context.
+type scenario struct {
+	*harness
+	alice, bob *Phone
+	c          *client
+	ctx        context.Context
+}
+
+func newScenario(t *testing.T) *scenario {
+	t.Helper()
+	h := newHarness(t)
+	alice, err := h.srv.CreatePhone("15550001111", "Alice")
+	must(t, err)
+	bob, err := h.srv.CreatePhone("15550002222", "Bob")
+	must(t, err)
+	c := h.pairQR(alice)
+	ctx, cancel := context.WithTimeout(h.ctx, 60*time.Second)
+	t.Cleanup(cancel)
+	return &scenario{harness: h, alice: alice, bob: bob, c: c, ctx: ctx}
+}
+
+// waitMessage waits for the client event of message id.
+func (c *client) waitMessage(id string) *events.Message {
+	c.t.Helper()
+	return waitEvent[*events.Message](c, 10*time.Second, func(m *events.Message) bool { return m.Info.ID == id })
+}

@@ -41,7 +41,7 @@ func TestOfflineQueueDeliveredAfterReconnect(t *testing.T) {
 		t.Fatalf("OfflineSyncCompleted.Count = %d", done.Count)
 	}
 	for i, id := range ids {
-		m := waitEvent[*events.Message](c, 10*time.Second, func(m *events.Message) bool { return m.Info.ID == id })
+		m := c.waitMessage(id)
 		if want := fmt.Sprintf("offline %d", i); m.Message.GetConversation() != want {
 			t.Fatalf("message %d = %q, want %q", i, m.Message.GetConversation(), want)
 		}
@@ -142,16 +142,12 @@ func TestHTTPClientAcceptsURL(t *testing.T) {
 }
 
 func TestReadReceiptsBothWays(t *testing.T) {
-	h := newHarness(t)
-	alice, _ := h.srv.CreatePhone("15550001111", "Alice")
-	bob, _ := h.srv.CreatePhone("15550002222", "Bob")
-	c := h.pairQR(alice)
-	ctx, cancel := context.WithTimeout(h.ctx, 20*time.Second)
-	defer cancel()
+	s := newScenario(t)
+	alice, bob, c, ctx := s.alice, s.bob, s.c, s.ctx
 
 	// Client marks the phone's message read: the phone records "read".
 	id, _ := bob.SendText(alice.JID(), "read me")
-	m := waitEvent[*events.Message](c, 10*time.Second, func(m *events.Message) bool { return m.Info.ID == id })
+	m := c.waitMessage(id)
 	poll(t, 5*time.Second, "delivery receipt", func() bool { return bob.Receipt(id) == "delivery" })
 	if err := c.cli.MarkRead(ctx, []types.MessageID{id}, time.Now(), m.Info.Chat, m.Info.Sender); err != nil {
 		t.Fatal(err)

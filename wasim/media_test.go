@@ -2,7 +2,6 @@ package wasim
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -25,12 +24,8 @@ func randomBytes(n int) []byte {
 }
 
 func TestImageBothWaysByteIdentical(t *testing.T) {
-	h := newHarness(t)
-	alice, _ := h.srv.CreatePhone("15550001111", "Alice")
-	bob, _ := h.srv.CreatePhone("15550002222", "Bob")
-	c := h.pairQR(alice)
-	ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
-	defer cancel()
+	s := newScenario(t)
+	h, alice, bob, c, ctx := s.harness, s.alice, s.bob, s.c, s.ctx
 
 	// Client -> phone: upload over HTTP, send, the phone downloads and decrypts.
 	img := randomBytes(150_000)
@@ -68,7 +63,7 @@ func TestImageBothWaysByteIdentical(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	evt := waitEvent[*events.Message](c, 10*time.Second, func(m *events.Message) bool { return m.Info.ID == id })
+	evt := c.waitMessage(id)
 	im := evt.Message.GetImageMessage()
 	if im == nil || im.GetCaption() != "back" || evt.Info.MediaType != "image" {
 		t.Fatalf("event %+v", evt)
@@ -88,7 +83,7 @@ func TestImageBothWaysByteIdentical(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	evt = waitEvent[*events.Message](c, 10*time.Second, func(m *events.Message) bool { return m.Info.ID == id })
+	evt = c.waitMessage(id)
 	dm := evt.Message.GetDocumentMessage()
 	if data, err = c.cli.Download(ctx, dm); err != nil || !bytes.Equal(data, doc) || dm.GetFileName() != "a.pdf" {
 		t.Fatalf("document: %v", err)
@@ -104,35 +99,31 @@ func TestImageBothWaysByteIdentical(t *testing.T) {
 }
 
 func TestReactionEditRevoke(t *testing.T) {
-	h := newHarness(t)
-	alice, _ := h.srv.CreatePhone("15550001111", "Alice")
-	bob, _ := h.srv.CreatePhone("15550002222", "Bob")
-	c := h.pairQR(alice)
-	ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
-	defer cancel()
+	s := newScenario(t)
+	alice, bob, c, ctx := s.alice, s.bob, s.c, s.ctx
 
 	// Phone -> client.
 	orig, _ := bob.SendText(alice.JID(), "original")
-	waitEvent[*events.Message](c, 10*time.Second, func(m *events.Message) bool { return m.Info.ID == orig })
+	c.waitMessage(orig)
 	sent, err := c.cli.SendMessage(ctx, bob.JID(), &waE2E.Message{Conversation: proto.String("mine")})
 	if err != nil {
 		t.Fatal(err)
 	}
 
 	rid, _ := bob.SendReaction(alice.JID(), sent.ID, "👍")
-	evt := waitEvent[*events.Message](c, 10*time.Second, func(m *events.Message) bool { return m.Info.ID == rid })
+	evt := c.waitMessage(rid)
 	if r := evt.Message.GetReactionMessage(); r.GetText() != "👍" || r.GetKey().GetID() != sent.ID || r.GetKey().GetFromMe() {
 		t.Fatalf("reaction %+v", r)
 	}
 	eid, _ := bob.SendEdit(alice.JID(), orig, "edited")
-	evt = waitEvent[*events.Message](c, 10*time.Second, func(m *events.Message) bool { return m.Info.ID == eid })
+	evt = c.waitMessage(eid)
 	pm := evt.Message.GetProtocolMessage()
 	if !evt.IsEdit || evt.Info.Edit != types.EditAttributeMessageEdit || pm.GetKey().GetID() != orig ||
 		pm.GetEditedMessage().GetConversation() != "edited" {
 		t.Fatalf("edit %+v", evt)
 	}
 	vid, _ := bob.SendRevoke(alice.JID(), orig)
-	evt = waitEvent[*events.Message](c, 10*time.Second, func(m *events.Message) bool { return m.Info.ID == vid })
+	evt = c.waitMessage(vid)
 	pm = evt.Message.GetProtocolMessage()
 	if evt.Info.Edit != types.EditAttributeSenderRevoke || pm.GetType() != waE2E.ProtocolMessage_REVOKE || pm.GetKey().GetID() != orig {
 		t.Fatalf("revoke %+v", evt)
@@ -166,15 +157,11 @@ func TestReactionEditRevoke(t *testing.T) {
 // Expired media answers 404 until the phone re-uploads it on the client's
 // media retry request.
 func TestMediaRetryAfterExpiry(t *testing.T) {
-	h := newHarness(t)
-	alice, _ := h.srv.CreatePhone("15550001111", "Alice")
-	bob, _ := h.srv.CreatePhone("15550002222", "Bob")
-	c := h.pairQR(alice)
-	ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
-	defer cancel()
+	s := newScenario(t)
+	h, alice, bob, c, ctx := s.harness, s.alice, s.bob, s.c, s.ctx
 	pic := randomBytes(20_000)
 	id, _ := bob.SendMedia(alice.JID(), "image", "image/jpeg", pic, "", "")
-	evt := waitEvent[*events.Message](c, 10*time.Second, func(m *events.Message) bool { return m.Info.ID == id })
+	evt := c.waitMessage(id)
 	im := evt.Message.GetImageMessage()
 	if _, err := h.srv.ExpireMedia(id); err != nil {
 		t.Fatal(err)

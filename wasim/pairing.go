@@ -48,8 +48,8 @@ func (c *conn) startRegistration() error {
 		reg.refs = append(reg.refs, ref)
 		refs[i] = waBinary.Node{Tag: "ref", Content: []byte(ref)}
 	}
-	c.reg = reg
 	c.srv.mu.Lock()
+	c.reg = reg // under s.mu: findCodePairing reads it from other goroutines
 	for _, r := range reg.refs {
 		c.srv.pairRefs[r] = c
 	}

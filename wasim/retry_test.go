@@ -1,7 +1,6 @@
 package wasim
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -15,15 +14,11 @@ import (
 // receipt, and the phone re-sends on a fresh session built from a new
 // prekey bundle.
 func TestRetryReceiptRecoversDroppedClientSession(t *testing.T) {
-	h := newHarness(t)
-	alice, _ := h.srv.CreatePhone("15550001111", "Alice")
-	bob, _ := h.srv.CreatePhone("15550002222", "Bob")
-	c := h.pairQR(alice)
-	ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
-	defer cancel()
+	s := newScenario(t)
+	alice, bob, c, ctx := s.alice, s.bob, s.c, s.ctx
 
 	first, _ := bob.SendText(alice.JID(), "first")
-	waitEvent[*events.Message](c, 10*time.Second, func(m *events.Message) bool { return m.Info.ID == first })
+	c.waitMessage(first)
 	// Answer once so that the phone's session is acknowledged and its next
 	// message is a "msg", not another "pkmsg".
 	if _, err := c.cli.SendMessage(ctx, bob.JID(), &waE2E.Message{Conversation: proto.String("ack")}); err != nil {
@@ -47,18 +42,14 @@ func TestRetryReceiptRecoversDroppedClientSession(t *testing.T) {
 // client's message, answers with retry receipts, and whatsmeow re-sends
 // until a fresh session works.
 func TestRetryReceiptRecoversDroppedPhoneSession(t *testing.T) {
-	h := newHarness(t)
-	alice, _ := h.srv.CreatePhone("15550001111", "Alice")
-	bob, _ := h.srv.CreatePhone("15550002222", "Bob")
-	c := h.pairQR(alice)
-	ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
-	defer cancel()
+	s := newScenario(t)
+	alice, bob, c, ctx := s.alice, s.bob, s.c, s.ctx
 
 	if _, err := c.cli.SendMessage(ctx, bob.JID(), &waE2E.Message{Conversation: proto.String("one")}); err != nil {
 		t.Fatal(err)
 	}
 	first, _ := bob.SendText(alice.JID(), "reply")
-	waitEvent[*events.Message](c, 10*time.Second, func(m *events.Message) bool { return m.Info.ID == first })
+	c.waitMessage(first)
 	bob.DropSession(*c.cli.Store.ID)
 	resp, err := c.cli.SendMessage(ctx, bob.JID(), &waE2E.Message{Conversation: proto.String("two")})
 	if err != nil {
