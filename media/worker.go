@@ -28,7 +28,8 @@ type Config struct {
 	// died with their process (so a file that crashes the worker cannot
 	// loop forever). Default 6.
 	MaxAttempts int
-	// MaxReuploads bounds the media retry requests of one job. Default 2.
+	// MaxReuploads bounds the media retry requests of one job. Default 2;
+	// negative disables media retry (an expired file fails at once).
 	MaxReuploads int
 	// BackoffBase and BackoffMax shape the delay after a failed attempt:
 	// BackoffBase·2^(attempt-1), capped at BackoffMax, ±20% jitter.

@@ -337,7 +337,11 @@ func TestDetachCancelsAndWaits(t *testing.T) {
 	defer close(gate)
 	e.cdn.set(func(c *fakeCDN) { c.stall[urlPath(r.media.DirectPath)] = gate })
 	w := e.start(testConfig(), Deps{})
-	<-e.cdn.started
+	select {
+	case <-e.cdn.started:
+	case <-time.After(30 * time.Second):
+		t.Fatal("download never started")
+	}
 	w.Detach(prof)
 	if j, ok := e.job(r.id); !ok || j.Attempts != 1 {
 		t.Fatalf("job after detach: %+v %v", j, ok)
