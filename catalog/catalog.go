@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/amarula/amarula/storage"
@@ -48,6 +49,10 @@ type Profile struct {
 	// Stopped is set by an operator: the profile exists but no node may run
 	// its session.
 	Stopped bool `json:"stopped,omitempty"`
+	// Pin names the node an operator moved the profile to (POST
+	// /v1/profiles/{id}/move): placement ranks it first while it is
+	// eligible, and falls back to normal placement while it is not.
+	Pin string `json:"pin,omitempty"`
 }
 
 // Validate checks the id (storage.ValidateProfile, not ReservedID) and
@@ -55,6 +60,9 @@ type Profile struct {
 func (p *Profile) Validate() error {
 	if err := ValidateID(p.ID); err != nil {
 		return err
+	}
+	if strings.ContainsAny(p.Pin, "/ ") || len(p.Pin) > 253 {
+		return fmt.Errorf("%w: pin %q is not a node name", ErrInvalid, p.Pin)
 	}
 	if p.Webhook != nil {
 		u, err := url.Parse(p.Webhook.URL)

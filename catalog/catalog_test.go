@@ -60,7 +60,7 @@ func testCatalog(t *testing.T, a, b Catalog) {
 	changes := b.Watch(wctx)
 
 	for _, bad := range []Profile{{ID: "Alice"}, {ID: "../x"}, {ID: ""}, {ID: ReservedID},
-		{ID: "ok", Webhook: &Webhook{URL: "ftp://x"}}, {ID: "ok", Webhook: &Webhook{URL: "/relative"}}} {
+		{ID: "ok", Webhook: &Webhook{URL: "ftp://x"}}, {ID: "ok", Webhook: &Webhook{URL: "/relative"}}, {ID: "ok", Pin: "a/b"}} {
 		if err := a.Create(ctx, bad); !errors.Is(err, ErrInvalid) {
 			t.Fatalf("create %+v: %v, want ErrInvalid", bad, err)
 		}

@@ -422,3 +422,72 @@ func TestClusterFalseDeathCostsOnlyAHandOff(t *testing.T) {
 	stopCheck()
 	assertNoViolations(t, h)
 }
+
+// TestClusterMovePinsProfile: Move hands the profile to the chosen node at
+// once (no settle period), it stays there past the settle period, and
+// clearing the pin returns it to normal placement.
+func TestClusterMovePinsProfile(t *testing.T) {
+	h := newHarness(t)
+	profiles := createProfiles(t, h.catalog, 8)
+	stopCheck := h.checker(time.Minute)
+	defer stopCheck()
+	h.start("n1")
+	h.start("n2", "n1")
+	both := []string{"n1", "n2"}
+	if err := testenv.WaitFor(15*time.Second, func() error { return h.settled(profiles, both, true) }); err != nil {
+		t.Fatal(err)
+	}
+	owners, _ := h.owners()
+	var p string
+	for _, id := range profiles {
+		if owners[id] == "n1" {
+			p = id
+			break
+		}
+	}
+	if p == "" {
+		t.Fatal("n1 owns nothing")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := h.nodes["n2"].rec.Move(ctx, p, "n9"); !errors.Is(err, ErrNoTarget) {
+		t.Fatalf("move to an unknown node: %v", err)
+	}
+	moved := time.Now()
+	to, err := h.nodes["n2"].rec.Move(ctx, p, "")
+	if err != nil || to != "n2" {
+		t.Fatalf("move = %q, %v", to, err)
+	}
+	ownedBy := func(node string) func() error {
+		return func() error {
+			o, _ := h.owners()
+			if o[p] != node {
+				return fmt.Errorf("%s owned by %q", p, o[p])
+			}
+			if _, ok := h.nodes[node].runner.Running()[p]; !ok {
+				return fmt.Errorf("%s not running on %s", p, node)
+			}
+			return nil
+		}
+	}
+	if err := testenv.WaitFor(5*time.Second, ownedBy("n2")); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("move of %s n1 → n2 took %s", p, time.Since(moved).Round(time.Millisecond))
+	// It stays for longer than the settle period (an invariant over a
+	// window, polled, bounded).
+	settle := h.nodes["n1"].cfg.SettlePeriod
+	for end := time.Now().Add(2*settle + time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if err := ownedBy("n2")(); err != nil {
+			t.Fatalf("pinned profile moved back: %v", err)
+		}
+	}
+	if err := h.catalog.Update(ctx, p, func(pr *catalog.Profile) error { pr.Pin = ""; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := testenv.WaitFor(10*time.Second, ownedBy("n1")); err != nil {
+		t.Fatal(err)
+	}
+	stopCheck()
+	assertNoViolations(t, h)
+}

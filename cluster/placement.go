@@ -3,6 +3,8 @@ package cluster
 import (
 	"hash/fnv"
 	"sort"
+
+	"github.com/amarula/amarula/catalog"
 )
 
 // Place ranks members for profile by rendezvous (highest-random-weight)
@@ -75,4 +77,21 @@ func Eligible(members []Member) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// PlaceProfile is Place with the operator's pin: a pinned node that is
+// among members ranks first.
+func PlaceProfile(p catalog.Profile, members []string) []string {
+	rank := Place(p.ID, members)
+	if p.Pin == "" || len(rank) == 0 || rank[0] == p.Pin {
+		return rank
+	}
+	for i, m := range rank {
+		if m == p.Pin {
+			copy(rank[1:i+1], rank[:i])
+			rank[0] = p.Pin
+			break
+		}
+	}
+	return rank
 }

@@ -5,6 +5,8 @@ import (
 	"math"
 	"slices"
 	"testing"
+
+	"github.com/amarula/amarula/catalog"
 )
 
 func names(n int) []string {
@@ -117,6 +119,23 @@ func TestEligibleAndQuorum(t *testing.T) {
 		}
 		if got := hasQuorum(m); got != tc.want {
 			t.Errorf("alive %d dead %d: quorum %v, want %v", tc.alive, tc.dead, got, tc.want)
+		}
+	}
+}
+
+func TestPlaceProfilePin(t *testing.T) {
+	ms := names(5)
+	for _, id := range profiles(50) {
+		plain := Place(id, ms)
+		for _, pin := range []string{plain[0], plain[3], "gone"} {
+			got := PlaceProfile(catalog.Profile{ID: id, Pin: pin}, ms)
+			want := plain
+			if pin != "gone" {
+				want = append([]string{pin}, slices.DeleteFunc(slices.Clone(plain), func(m string) bool { return m == pin })...)
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("%s pin %s: %v, want %v", id, pin, got, want)
+			}
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -299,10 +300,18 @@ func (r *Reconciler) pass(ctx context.Context) time.Duration {
 			}
 			continue
 		}
-		rank := Place(id, eligible)
+		rank := PlaceProfile(p, eligible)
 		if o != nil {
 			if len(rank) == 0 || rank[0] == r.cfg.Node {
 				delete(r.misplaced, id)
+				continue
+			}
+			if p.Pin != "" && rank[0] == p.Pin {
+				// An operator's move: no settle period, only the move rate.
+				if r.moves.Allow() {
+					r.log.Info("cluster: moving profile as pinned", "profile", id, "to", p.Pin)
+					r.handoff(ctx, id, o, "move")
+				}
 				continue
 			}
 			since, ok := r.misplaced[id]
@@ -602,6 +611,47 @@ func hasQuorum(members []Member) bool {
 		return live >= 1
 	}
 	return 2*live > len(members)
+}
+
+// ErrNoTarget is returned by Move when no other eligible node exists.
+var ErrNoTarget = errors.New("cluster: no eligible node to move the profile to")
+
+// Move pins profile to node to (or, if to is "", to the best-ranked
+// eligible node other than its current owner) in the catalog. Every
+// reconciler sees the pin: the owner hands the profile off at once
+// (subject to the move rate) and the target acquires it; the pin keeps it
+// there while the target is eligible. It returns the target. Any node may
+// call it. Clearing the pin (catalog Update with Pin "") returns the
+// profile to normal placement, with the usual settle period.
+func (r *Reconciler) Move(ctx context.Context, profile, to string) (string, error) {
+	members := r.ms.Members()
+	eligible := Eligible(members)
+	if to == "" {
+		owner, _, err := r.leases.Owner(ctx, profile)
+		if err != nil {
+			return "", fmt.Errorf("move %s: %w", profile, err)
+		}
+		p, err := r.cat.Get(ctx, profile)
+		if err != nil {
+			return "", fmt.Errorf("move %s: %w", profile, err)
+		}
+		p.Pin = ""
+		for _, n := range PlaceProfile(p, eligible) {
+			if n != owner {
+				to = n
+				break
+			}
+		}
+		if to == "" {
+			return "", fmt.Errorf("move %s: %w", profile, ErrNoTarget)
+		}
+	} else if !slices.Contains(eligible, to) {
+		return "", fmt.Errorf("move %s to %s: %w", profile, to, ErrNoTarget)
+	}
+	if err := r.cat.Update(ctx, profile, func(p *catalog.Profile) error { p.Pin = to; return nil }); err != nil {
+		return "", fmt.Errorf("move %s: %w", profile, err)
+	}
+	return to, nil
 }
 
 // Drain hands every owned profile off (in parallel, bounded by
