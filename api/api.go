@@ -168,6 +168,7 @@ type KV interface {
 	Put(ctx context.Context, profile string, token storage.Token, ns, key string, value []byte) error
 	Delete(ctx context.Context, profile string, token storage.Token, ns, key string) error
 	Scan(ctx context.Context, profile, ns, prefix string) ([]storage.KeyValue, error)
+	ClearNamespace(ctx context.Context, profile string, token storage.Token, ns string) error
 }
 
 // Fences gives the token that API-side writes of a profile carry. API keys

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/amarula/amarula/catalog"
+	"github.com/amarula/amarula/storage"
+	"github.com/amarula/amarula/webhook"
 )
 
 // profileView is the JSON of a profile: api.md's list fields, plus the
@@ -167,6 +169,18 @@ func (s *Server) deleteProfile(w http.ResponseWriter, r *http.Request) error {
 	// the call can be repeated.
 	if err := s.cfg.Sessions.Delete(r.Context(), id); err != nil && !s.isNotFound(err) {
 		return fmt.Errorf("delete session %s: %w", id, err)
+	}
+	// The session wipe covers every namespace; clearing the API's own ones
+	// again makes sure no key outlives its profile whatever the session
+	// layer did.
+	if s.cfg.KV != nil && s.cfg.Fences != nil {
+		for _, ns := range []string{NSAPIKeys, NSIdempotency, webhook.NSDead, webhook.NSState} {
+			if err := s.fenced(r.Context(), id, func(tok storage.Token) error {
+				return s.cfg.KV.ClearNamespace(r.Context(), id, tok, ns)
+			}); err != nil {
+				return fmt.Errorf("wipe %s of %s: %w", ns, id, err)
+			}
+		}
 	}
 	if err := s.cfg.Profiles.Delete(r.Context(), id); err != nil && !s.isNotFound(err) {
 		return fmt.Errorf("delete profile %s: %w", id, err)
