@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -403,5 +404,43 @@ func TestBackoffDelay(t *testing.T) {
 	}
 	if d := webhook.DefaultBackoff(); d.Initial != time.Second || d.Max != 10*time.Minute || d.Budget != 24*time.Hour {
 		t.Errorf("DefaultBackoff = %+v", d)
+	}
+}
+
+// TestSlowReceiverAndRedirects: a receiver that hangs past the client
+// timeout, and one that answers with a redirect, count as failures and are
+// retried; the event arrives once the receiver answers 2xx in time.
+func TestSlowReceiverAndRedirects(t *testing.T) {
+	st := newStore(t)
+	var calls atomic.Int32
+	var delivered atomic.Int32
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch calls.Add(1) {
+		case 1:
+			select { // hang past the client timeout
+			case <-release:
+			case <-r.Context().Done():
+			}
+			return
+		case 2:
+			http.Redirect(w, r, "/elsewhere", http.StatusTemporaryRedirect)
+			return
+		}
+		if r.URL.Path == "/elsewhere" {
+			t.Errorf("redirect was followed")
+		}
+		delivered.Add(1)
+	}))
+	defer srv.Close()
+	defer close(release)
+	appendN(t, st, "message.received", 1, 1)
+	cfg := config(st, srv.URL, 1)
+	cfg.HTTPClient = webhook.DefaultHTTPClient()
+	cfg.HTTPClient.Timeout = 100 * time.Millisecond
+	start(t, cfg)
+	waitFor(t, "delivery after timeout and redirect", 5*time.Second, func() bool { return delivered.Load() == 1 })
+	if n := calls.Load(); n != 3 {
+		t.Fatalf("%d requests, want 3 (timeout, redirect, success)", n)
 	}
 }
