@@ -226,7 +226,7 @@ type Config struct {
 	Cluster   http.Handler // GET /v1/cluster (admin)
 	Move      http.Handler // POST /v1/profiles/{id}/move (admin)
 	Media     http.Handler // GET /v1/profiles/{id}/media/{msgid} (profile)
-	Dashboard http.Handler // GET / (no auth: it calls the API with a key)
+	Dashboard http.Handler // GET / (no auth); nil serves the built-in dashboard
 
 	// Gatherer serves /metrics; nil answers 501. Registerer receives the
 	// API's own metrics (amarula_http_requests_total,

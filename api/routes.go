@@ -54,7 +54,8 @@ func (s *Server) routeTable() []route {
 		{"GET /readyz", scopePublic, false, s.readyz},
 		{"GET /metrics", scopePublic, false, s.metricsHandler},
 		{"GET /v1/openapi.json", scopePublic, false, s.openAPI},
-		{"GET /{$}", scopePublic, false, s.optional(s.cfg.Dashboard, "the dashboard")},
+		{"GET /{$}", scopePublic, false, s.dashboard},
+		{"GET /ui/", scopePublic, false, s.dashboardAssets()},
 		{"GET /v1/cluster", scopeAdmin, false, s.optional(s.cfg.Cluster, "the cluster view")},
 
 		{"POST /v1/profiles", scopeAdmin, false, s.createProfile},
