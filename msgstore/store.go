@@ -19,11 +19,15 @@ const (
 	// NSMessages holds every message by id (JSON of Message).
 	NSMessages = "messages"
 	// NSChatIndex orders the messages of one chat: key
-	// "<chat>|<timestamp, 20 digits>|<id>", value the id.
+	// "<chat>|<timestamp, 20 digits>|<seq, 20 digits>", value the id. The
+	// sequence (per profile, in store order) breaks ties between messages
+	// of the same second, which WhatsApp timestamps cannot order.
 	NSChatIndex = "msg_chat"
 	// NSAllIndex orders every message of the profile: key
-	// "<timestamp, 20 digits>|<id>", value the id.
+	// "<timestamp, 20 digits>|<seq, 20 digits>", value the id.
 	NSAllIndex = "msg_all"
+	// NSMeta holds the store's own counters (key "seq").
+	NSMeta = "msg_meta"
 	// NSPending keeps edits, revokes and reactions that arrived before
 	// their original: key the target id, value a JSON array of Message.
 	NSPending = "msg_pending"
@@ -255,8 +259,12 @@ func apply(ctx context.Context, tx storage.Tx, m Message, origin Origin) (Result
 		if err := putTx(tx, NSMessages, m.ID, m); err != nil {
 			return Result{}, err
 		}
-		tx.Put(NSChatIndex, chatKey(m.Chat, m.Timestamp, m.ID), []byte(m.ID))
-		tx.Put(NSAllIndex, allKey(m.Timestamp, m.ID), []byte(m.ID))
+		seq, err := nextSeq(ctx, tx)
+		if err != nil {
+			return Result{}, err
+		}
+		tx.Put(NSChatIndex, m.Chat+"|"+indexSuffix(m.Timestamp, seq), []byte(m.ID))
+		tx.Put(NSAllIndex, indexSuffix(m.Timestamp, seq), []byte(m.ID))
 		res.Message = m
 	}
 	res.Event = eventFor(m.Type, origin)
@@ -537,11 +545,11 @@ func (s *Store) List(ctx context.Context, profile string, q Query) (Page, error)
 	bound := "" // keys must sort strictly below prefix+bound
 	switch {
 	case q.Cursor != "":
-		ts, id, err := parseCursor(q.Cursor)
+		ts, seq, err := parseCursor(q.Cursor)
 		if err != nil {
 			return Page{}, err
 		}
-		bound = pad(ts) + "|" + id
+		bound = indexSuffix(ts, seq)
 	case q.Before > 0:
 		bound = pad(q.Before)
 	}
@@ -573,20 +581,23 @@ func (s *Store) List(ctx context.Context, profile string, q Query) (Page, error)
 		}
 	}
 	if i >= 0 && len(ids) == limit {
-		last := keys[len(keys)-1] // "<ts20>|<id>"
+		last := keys[len(keys)-1] // "<ts20>|<seq20>"
 		ts, _ := strconv.ParseInt(last[:20], 10, 64)
-		page.Next = strconv.FormatInt(ts, 10) + "." + last[21:]
+		seq, _ := strconv.ParseUint(last[21:], 10, 64)
+		page.Next = strconv.FormatInt(ts, 10) + "." + strconv.FormatUint(seq, 10)
 	}
 	return page, nil
 }
 
-func parseCursor(c string) (int64, string, error) {
-	tsStr, id, ok := strings.Cut(c, ".")
-	ts, err := strconv.ParseInt(tsStr, 10, 64)
-	if !ok || err != nil || ts < 0 || id == "" || len(id) > MaxIDLen {
-		return 0, "", fmt.Errorf("%w: cursor %q", ErrInvalid, c)
+// parseCursor reads "<ts>.<seq>".
+func parseCursor(c string) (int64, uint64, error) {
+	tsStr, seqStr, ok := strings.Cut(c, ".")
+	ts, err1 := strconv.ParseInt(tsStr, 10, 64)
+	seq, err2 := strconv.ParseUint(seqStr, 10, 64)
+	if !ok || err1 != nil || err2 != nil || ts < 0 {
+		return 0, 0, fmt.Errorf("%w: cursor %q", ErrInvalid, c)
 	}
-	return ts, id, nil
+	return ts, seq, nil
 }
 
 func pad(ts int64) string {
@@ -596,8 +607,22 @@ func pad(ts int64) string {
 	return fmt.Sprintf("%020d", ts)
 }
 
-func chatKey(chat string, ts int64, id string) string { return chat + "|" + pad(ts) + "|" + id }
-func allKey(ts int64, id string) string               { return pad(ts) + "|" + id }
+func indexSuffix(ts int64, seq uint64) string { return pad(ts) + "|" + fmt.Sprintf("%020d", seq) }
+
+// nextSeq returns the profile's next index sequence number.
+func nextSeq(ctx context.Context, tx storage.Tx) (uint64, error) {
+	var seq uint64
+	raw, err := tx.Get(ctx, NSMeta, "seq")
+	switch {
+	case err == nil:
+		seq, _ = strconv.ParseUint(string(raw), 10, 64) // corrupt: restart at 0; ts still orders
+	case !errors.Is(err, storage.ErrNotFound):
+		return 0, fmt.Errorf("read sequence: %w", err)
+	}
+	seq++
+	tx.Put(NSMeta, "seq", []byte(strconv.FormatUint(seq, 10)))
+	return seq, nil
+}
 
 // Reservation is the state of an Idempotency-Key.
 type Reservation struct {

@@ -252,7 +252,7 @@ func TestListOrderAndPaging(t *testing.T) {
 			}
 			cursor = page.Next
 		}
-		want := []string{"A24", "A23"} // ts 1023 twice: id breaks the tie, newest first = higher id
+		want := []string{"A24", "A23"} // ts 1023 twice: store order breaks the tie, later first
 		for i := 22; i >= 0; i-- {
 			want = append(want, fmt.Sprintf("A%02d", i))
 		}
@@ -266,6 +266,12 @@ func TestListOrderAndPaging(t *testing.T) {
 		all, err := s.List(ctx, prof, msgstore.Query{Limit: 3})
 		if err != nil || len(all.Messages) != 3 || all.Messages[0].ID != "B04" || all.Next == "" {
 			t.Fatalf("profile-wide: %+v %v", all, err)
+		}
+		// Same second, ids in the opposite order of arrival: arrival wins.
+		mustPut(t, s, text("ZZ", chatB, 3000, "first"), msgstore.Received)
+		mustPut(t, s, text("AA", chatB, 3000, "second"), msgstore.Received)
+		if p, err := s.List(ctx, prof, msgstore.Query{Chat: chatB, Limit: 2}); err != nil || p.Messages[0].ID != "AA" || p.Messages[1].ID != "ZZ" {
+			t.Fatalf("same-second order: %+v %v", p.Messages, err)
 		}
 		if _, err := s.List(ctx, prof, msgstore.Query{Cursor: "garbage"}); !errors.Is(err, msgstore.ErrInvalid) {
 			t.Fatalf("bad cursor: %v", err)
