@@ -26,6 +26,7 @@ func (s *Server) adminRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /admin/phones/{phone}/link-code", s.adminLink)
 	mux.HandleFunc("POST /admin/phones/{phone}/messages", s.adminSend)
 	mux.HandleFunc("GET /admin/phones/{phone}/messages", s.adminMessages)
+	mux.HandleFunc("POST /admin/phones/{phone}/history-sync", s.adminHistorySync)
 	mux.HandleFunc("DELETE /admin/phones/{phone}/devices/{device}", s.adminUnlink)
 	mux.HandleFunc("POST /admin/media/expire", s.adminExpire)
 	mux.HandleFunc("GET /admin/devices", func(w http.ResponseWriter, r *http.Request) {
@@ -252,4 +253,31 @@ func (s *Server) ExpireMedia(id string) (int, error) {
 		return 0, err
 	}
 	return 1, nil
+}
+
+func (s *Server) adminHistorySync(w http.ResponseWriter, r *http.Request) {
+	p, err := s.phoneFromPath(r)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	var req struct {
+		DeviceJID string           `json:"device_jid"`
+		Messages  []HistoryMessage `json:"messages"`
+	}
+	if err := decodeBody(r, &req); err != nil {
+		writeErr(w, err)
+		return
+	}
+	jid, err := types.ParseJID(req.DeviceJID)
+	if err != nil {
+		writeErr(w, errors.Join(ErrInvalidRequest, err))
+		return
+	}
+	id, err := p.SendHistorySync(jid, req.Messages)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"id": id})
 }

@@ -36,6 +36,9 @@ func TestMain(m *testing.M) {
 		// whatsmeow's own frame pump can stay blocked handing a last frame
 		// to a client that already disconnected (client-side, not ours).
 		goleak.IgnoreTopFunction("go.mau.fi/whatsmeow/socket.(*FrameSocket).frameComplete"),
+		// whatsmeow starts this loop on the first history sync and keeps
+		// it for the lifetime of the Client object.
+		goleak.IgnoreTopFunction("go.mau.fi/whatsmeow.(*Client).handleHistorySyncNotificationLoop"),
 	)
 }
 

@@ -185,3 +185,22 @@ func TestMediaRetryAfterExpiry(t *testing.T) {
 		t.Fatalf("download after re-upload: %v", err)
 	}
 }
+
+func TestHistorySync(t *testing.T) {
+	s := newScenario(t)
+	alice, bob, c := s.alice, s.bob, s.c
+	id, err := alice.SendHistorySync(*c.cli.Store.ID, []HistoryMessage{
+		{Chat: bob.JID().String(), ID: "H1", Text: "old hello", Timestamp: 1700000000},
+		{Chat: bob.JID().String(), ID: "H2", FromMe: true, Text: "old reply", Timestamp: 1700000060},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := waitEvent[*events.HistorySync](c, 10*time.Second, nil)
+	convs := hs.Data.GetConversations()
+	if len(convs) != 1 || convs[0].GetID() != bob.JID().String() || len(convs[0].GetMessages()) != 2 ||
+		convs[0].GetMessages()[1].GetMessage().GetMessage().GetConversation() != "old reply" {
+		t.Fatalf("history %+v", hs.Data)
+	}
+	poll(t, 5*time.Second, "hist_sync receipt", func() bool { return alice.HasReceipt(id, "hist_sync") })
+}

@@ -33,7 +33,7 @@ func (s *Server) CreatePhone(number, name string) (*Phone, error) {
 	s.lidSeq++
 	a := &account{user: number, lid: strconv.FormatUint(s.lidSeq, 10), name: name, devices: map[uint16]*device{}}
 	p := &Phone{srv: s, acct: a, dev: dev,
-		sent: map[string]*sentMessage{}, receipts: map[string]string{},
+		sent: map[string]*sentMessage{}, receipts: map[string]string{}, receiptTypes: map[string]map[string]bool{},
 		senders: map[string]types.JID{}, retries: map[string]int{}}
 	a.phone = p
 	s.accounts[number] = a

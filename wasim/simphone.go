@@ -19,14 +19,15 @@ type Phone struct {
 	acct *account
 	dev  *phone.Device
 
-	mu       sync.Mutex
-	inbox    []ReceivedMessage
-	seq      int64
-	sent     map[string]*sentMessage
-	sentIDs  []string
-	receipts map[string]string    // message id → last receipt type ("delivery", "read", …)
-	senders  map[string]types.JID // received message id → sender device
-	retries  map[string]int       // received message id → retry receipts sent
+	mu           sync.Mutex
+	inbox        []ReceivedMessage
+	seq          int64
+	sent         map[string]*sentMessage
+	sentIDs      []string
+	receipts     map[string]string          // message id → last receipt type ("delivery", "read", …)
+	receiptTypes map[string]map[string]bool // message id → every receipt type seen
+	senders      map[string]types.JID       // received message id → sender device
+	retries      map[string]int             // received message id → retry receipts sent
 }
 
 // ReceivedMessage is a message a phone received and decrypted.
@@ -169,6 +170,14 @@ func (p *Phone) sendRetryReceipt(sender *device, id string, ts int64) {
 	}})
 }
 
+// HasReceipt reports whether the phone got a receipt of type typ
+// ("delivery", "read", "hist_sync", "sender", …) for its message id.
+func (p *Phone) HasReceipt(id, typ string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.receiptTypes[id][typ]
+}
+
 // receiveReceipt handles a companion's receipt for a message this phone sent.
 func (p *Phone) receiveReceipt(from *device, n *waBinary.Node, ids []string) {
 	typ, _ := n.Attrs["type"].(string)
@@ -193,6 +202,10 @@ func (p *Phone) receiveReceipt(from *device, n *waBinary.Node, ids []string) {
 		if cur := p.receipts[id]; cur == "" || cur == "delivery" || typ != "delivery" {
 			p.receipts[id] = typ
 		}
+		if p.receiptTypes[id] == nil {
+			p.receiptTypes[id] = map[string]bool{}
+		}
+		p.receiptTypes[id][typ] = true
 	}
 	p.mu.Unlock()
 }
@@ -326,7 +339,7 @@ func (p *Phone) sendTo(d *device, id string, ts int64, chat types.JID, m *waE2E.
 	peer := d.jid()
 	own := d.acct == p.acct
 	payload := m
-	if own {
+	if own && !directToOwnDevice(m) {
 		payload = phone.WrapDeviceSent(chat, m)
 	}
 	if !p.dev.HasSession(peer) {
@@ -351,7 +364,7 @@ func (p *Phone) sendTo(d *device, id string, ts int64, chat types.JID, m *waE2E.
 	if sum.Edit != "" {
 		attrs["edit"] = sum.Edit
 	}
-	if own {
+	if own && chat != p.acct.jid() {
 		attrs["recipient"] = chat
 	}
 	encAttrs := waBinary.Attrs{"v": "2", "type": encType}
@@ -386,4 +399,15 @@ func (p *Phone) MarkRead(id string) error {
 		"from": p.acct.jid(), "id": id, "t": nowUnix(), "type": "read",
 	}})
 	return nil
+}
+
+// directToOwnDevice reports whether m goes to the account's own companions
+// as is rather than wrapped in a DeviceSentMessage: history sync and app
+// state key shares are addressed to the companion itself.
+func directToOwnDevice(m *waE2E.Message) bool {
+	switch m.GetProtocolMessage().GetType() {
+	case waE2E.ProtocolMessage_HISTORY_SYNC_NOTIFICATION, waE2E.ProtocolMessage_APP_STATE_SYNC_KEY_SHARE:
+		return true
+	}
+	return false
 }
