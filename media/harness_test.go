@@ -303,6 +303,16 @@ type env struct {
 	cdn   *fakeCDN
 	phone *phone
 	msgs  Messages
+	// profile the helpers act on; prof unless a test shares the world
+	// between profiles (see forProfile).
+	profile string
+}
+
+// forProfile returns a view of the same world acting on another profile.
+func (e *env) forProfile(profile string) *env {
+	c := *e
+	c.profile = profile
+	return &c
 }
 
 func newEnv(t testing.TB, h *storeHandle) *env {
@@ -317,7 +327,7 @@ func newEnv(t testing.TB, h *storeHandle) *env {
 	}
 	t.Cleanup(func() { _ = obj.Close() })
 	cdn := newCDN(t)
-	e := &env{t: t, h: h, s3env: s3env, obj: obj, cdn: cdn, phone: &phone{cdn: cdn}}
+	e := &env{t: t, h: h, s3env: s3env, obj: obj, cdn: cdn, phone: &phone{cdn: cdn}, profile: prof}
 	e.msgs = &storeMessages{h: h}
 	return e
 }
@@ -365,7 +375,7 @@ func (e *env) start(cfg Config, deps Deps) *runningWorker {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	if err := w.Attach(prof, tok); err != nil {
+	if err := w.Attach(e.profile, tok); err != nil {
 		e.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -422,15 +432,15 @@ func (e *env) publish(id, kind, mime string, src io.Reader, seed uint64, descr f
 func (e *env) enqueue(msg msgstore.Message, md msgstore.Media) {
 	e.t.Helper()
 	ctx := context.Background()
-	_, err := e.h.store().Txn(ctx, prof, tok, func(tx storage.Tx) error {
-		res, err := msgstore.PutTx(ctx, tx, prof, msg, msgstore.Received)
+	_, err := e.h.store().Txn(ctx, e.profile, tok, func(tx storage.Tx) error {
+		res, err := msgstore.PutTx(ctx, tx, e.profile, msg, msgstore.Received)
 		if err != nil {
 			return err
 		}
 		if res.Duplicate {
 			return nil
 		}
-		return Enqueue(tx, prof, msg.ID, md)
+		return Enqueue(tx, e.profile, msg.ID, md)
 	})
 	if err != nil {
 		e.t.Fatalf("store message %s: %v", msg.ID, err)
@@ -443,7 +453,7 @@ func (e *env) mediaEvents() []storage.Event {
 	var out []storage.Event
 	after := "0"
 	for range 1000 {
-		evs, err := e.h.store().Read(context.Background(), prof, after, 500)
+		evs, err := e.h.store().Read(context.Background(), e.profile, after, 500)
 		if err != nil {
 			e.t.Fatalf("read events: %v", err)
 		}
@@ -497,7 +507,7 @@ func (e *env) eventsFor(msgID string) map[string]int {
 
 func (e *env) message(id string) msgstore.Message {
 	e.t.Helper()
-	raw, err := e.h.store().Get(context.Background(), prof, msgstore.NSMessages, id)
+	raw, err := e.h.store().Get(context.Background(), e.profile, msgstore.NSMessages, id)
 	if err != nil {
 		e.t.Fatalf("message %s: %v", id, err)
 	}
@@ -510,7 +520,7 @@ func (e *env) message(id string) msgstore.Message {
 
 func (e *env) job(id string) (Job, bool) {
 	e.t.Helper()
-	raw, err := e.h.store().Get(context.Background(), prof, NSJobs, id)
+	raw, err := e.h.store().Get(context.Background(), e.profile, NSJobs, id)
 	if errors.Is(err, storage.ErrNotFound) {
 		return Job{}, false
 	}
@@ -528,7 +538,7 @@ func (e *env) job(id string) (Job, bool) {
 // posix backend keeps one file per object; dot-directories are its own).
 func (e *env) objectFiles() []string {
 	e.t.Helper()
-	root := filepath.Join(e.s3env.Root, bucket, "media", prof)
+	root := filepath.Join(e.s3env.Root, bucket, "media", e.profile)
 	var files []string
 	_ = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -549,7 +559,7 @@ func (e *env) objectFiles() []string {
 // readObject returns the stored bytes of msgID (verified by the full Get).
 func (e *env) readObject(id string) ([]byte, s3.Info) {
 	e.t.Helper()
-	rc, info, err := e.obj.Get(context.Background(), ObjectKey(prof, id), nil)
+	rc, info, err := e.obj.Get(context.Background(), ObjectKey(e.profile, id), nil)
 	if err != nil {
 		e.t.Fatalf("get object of %s: %v", id, err)
 	}
@@ -577,11 +587,11 @@ func (e *env) assertStored(r received) {
 		e.t.Fatalf("%s: object info %+v", r.id, info)
 	}
 	m := e.message(r.id)
-	if m.Media == nil || m.Media.State != msgstore.MediaStored || m.Media.ObjectKey != ObjectKey(prof, r.id) ||
+	if m.Media == nil || m.Media.State != msgstore.MediaStored || m.Media.ObjectKey != ObjectKey(e.profile, r.id) ||
 		m.Media.SHA256 != wantSHA || m.Media.Size != int64(len(r.plain)) || m.Media.Caption != r.media.Caption {
 		e.t.Fatalf("%s: message media %+v", r.id, m.Media)
 	}
-	if data.Media == nil || data.Media.ObjectKey != ObjectKey(prof, r.id) || data.Media.SHA256 != wantSHA || data.Chat != chat {
+	if data.Media == nil || data.Media.ObjectKey != ObjectKey(e.profile, r.id) || data.Media.SHA256 != wantSHA || data.Chat != chat {
 		e.t.Fatalf("%s: event data %+v", r.id, data)
 	}
 	if _, ok := e.job(r.id); ok {
@@ -600,7 +610,7 @@ func (e *env) assertFailed(id, reason string) EventData {
 	if n := e.eventsFor(id); n[msgstore.EventMediaFailed] != 1 || n[msgstore.EventMediaStored] != 0 {
 		e.t.Fatalf("%s: events %v", id, n)
 	}
-	if _, err := e.obj.Stat(context.Background(), ObjectKey(prof, id)); !errors.Is(err, s3.ErrNotFound) {
+	if _, err := e.obj.Stat(context.Background(), ObjectKey(e.profile, id)); !errors.Is(err, s3.ErrNotFound) {
 		e.t.Fatalf("%s: an object was stored for a failed download: %v", id, err)
 	}
 	if m := e.message(id); m.Media == nil || m.Media.State != msgstore.MediaFailed {
@@ -614,7 +624,7 @@ func (e *env) assertFailed(id, reason string) EventData {
 
 func s3Info(e *env, id string) s3.Info {
 	e.t.Helper()
-	info, err := e.obj.Stat(context.Background(), ObjectKey(prof, id))
+	info, err := e.obj.Stat(context.Background(), ObjectKey(e.profile, id))
 	if err != nil {
 		e.t.Fatal(err)
 	}

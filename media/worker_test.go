@@ -452,3 +452,40 @@ func gathered(t *testing.T, reg *prometheus.Registry, name string) bool {
 	}
 	return false
 }
+
+// TestManyProfilesOneWorker: one node-wide worker serves several attached
+// profiles, each with its own jobs, keys and events; the jobs of a profile
+// the node does not own wait untouched until it is attached.
+func TestManyProfilesOneWorker(t *testing.T) {
+	e := newEnv(t, backends[0].new(t))
+	views := map[string]*env{}
+	var rs = map[string][]received{}
+	for _, p := range []string{"alice", "bob", "carol"} {
+		v := e.forProfile(p)
+		views[p] = v
+		for i := range 4 {
+			rs[p] = append(rs[p], v.receive(fmt.Sprintf("3EB0%s%02d", strings.ToUpper(p), i), "image", "image/jpeg", randBytes(30_000+i, uint64(i+len(p)))))
+		}
+	}
+	w := e.start(testConfig(), Deps{}) // attaches alice
+	if err := w.Attach("bob", tok); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"alice", "bob"} {
+		for _, r := range rs[p] {
+			views[p].assertStored(r)
+		}
+		if files := views[p].objectFiles(); len(files) != 4 {
+			t.Fatalf("%s: objects %v, want 4", p, files)
+		}
+	}
+	if jobs, err := ListJobs(context.Background(), e.h.store(), "carol"); err != nil || len(jobs) != 4 || jobs[0].Attempts != 0 {
+		t.Fatalf("unattached profile's jobs: %+v %v, want 4 untouched", jobs, err)
+	}
+	if err := w.Attach("carol", tok); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rs["carol"] {
+		views["carol"].assertStored(r)
+	}
+}
