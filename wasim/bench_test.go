@@ -154,3 +154,46 @@ func BenchmarkMemoryPerCompanion(b *testing.B) {
 	b.ReportMetric(per, "bytes/device")
 	b.ReportMetric(float64(1<<30)/per, "devices/GiB")
 }
+
+// TestManyConnectedDevices holds hundreds of live connections at once and
+// routes a message around the ring of them.
+func TestManyConnectedDevices(t *testing.T) {
+	const n = 200
+	h := newHarness(t)
+	type dev struct {
+		d *device
+		r *rawClient
+	}
+	devs := make([]dev, n)
+	for i := range devs {
+		p, err := h.srv.CreatePhone(strconv.Itoa(1_555_000_0000+i), "U")
+		must(t, err)
+		noise := keys.NewKeyPair()
+		d := h.srv.addFakeDevice(p, noise, 812)
+		devs[i] = dev{d: d, r: rawLogin(t, h, d, noise)}
+	}
+	if st := h.srv.Stats(); st.DevicesConnected != n {
+		t.Fatalf("connected %d", st.DevicesConnected)
+	}
+	start := time.Now()
+	for i, x := range devs {
+		next := devs[(i+1)%n].d
+		must(t, x.r.sendNode(waBinary.Node{Tag: "message", Attrs: waBinary.Attrs{"id": "M" + strconv.Itoa(i), "to": next.acct.jid(), "type": "text"},
+			Content: []waBinary.Node{{Tag: "participants", Content: []waBinary.Node{{Tag: "to", Attrs: waBinary.Attrs{"jid": next.jid()},
+				Content: []waBinary.Node{{Tag: "enc", Attrs: waBinary.Attrs{"v": "2", "type": "msg"}, Content: []byte("x")}}}}}}}))
+	}
+	for i, x := range devs {
+		want := "M" + strconv.Itoa((i+n-1)%n)
+		for {
+			node, err := x.r.readNode()
+			must(t, err)
+			if node.Tag == "message" {
+				if node.Attrs["id"] != want {
+					t.Fatalf("device %d got %v, want %s", i, node.Attrs["id"], want)
+				}
+				break
+			}
+		}
+	}
+	t.Logf("%d connected devices, ring of %d messages routed in %v", n, n, time.Since(start))
+}

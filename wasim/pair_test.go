@@ -76,6 +76,17 @@ func TestQRPairingLoginAndText(t *testing.T) {
 	}
 	poll(t, 5*time.Second, "bob sees delivery", func() bool { return bob.Receipt(id) != "" })
 
+	// The own phone's message to Bob reaches the companion as a
+	// DeviceSentMessage: from me, in the chat with Bob.
+	own, err := alice.SendText(bob.JID(), "sent from my phone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg = waitEvent[*events.Message](c, 10*time.Second, func(m *events.Message) bool { return m.Info.ID == own })
+	if !msg.Info.IsFromMe || msg.Info.Chat != bob.JID() || msg.Message.GetConversation() != "sent from my phone" {
+		t.Fatalf("DSM %+v", msg.Info)
+	}
+
 	// Reconnect as a logged-in device: no new pairing, no prekey upload.
 	c.cli.Disconnect()
 	c.clearEvents()
