@@ -38,7 +38,8 @@ type RedeliverResult struct {
 }
 
 // DeadLetters lists and redelivers parked events of any profile. It is safe
-// for concurrent use; concurrent redeliveries are serialised.
+// for concurrent use; concurrent redeliveries of one profile are
+// serialised.
 type DeadLetters struct {
 	KV KV
 	// Token returns the fencing token that writes to a profile's dead list
@@ -51,8 +52,27 @@ type DeadLetters struct {
 	Clock      Clock        // default: the real clock
 	Logger     *slog.Logger
 	Metrics    *Metrics
+	// MaxPerCall bounds how many events one Redeliver sends, so an API
+	// request stays short; the rest is reported as remaining. Default 100.
+	MaxPerCall int
 
-	mu sync.Mutex
+	mu    sync.Mutex
+	locks map[string]*sync.Mutex
+}
+
+func (dl *DeadLetters) lock(profile string) func() {
+	dl.mu.Lock()
+	if dl.locks == nil {
+		dl.locks = make(map[string]*sync.Mutex)
+	}
+	m := dl.locks[profile]
+	if m == nil {
+		m = &sync.Mutex{}
+		dl.locks[profile] = m
+	}
+	dl.mu.Unlock()
+	m.Lock()
+	return m.Unlock
 }
 
 // Dead returns the parked events of profile, oldest first.
@@ -81,10 +101,10 @@ func (dl *DeadLetters) Dead(ctx context.Context, profile string) ([]DeadLetter, 
 // to the currently configured webhook, and removes the ones answered with a
 // 2xx. With ids, only the parked events with those event ids are tried.
 // Event filters are not applied: a parked event was selected when parked.
+// At most MaxPerCall events are sent per call.
 func (dl *DeadLetters) Redeliver(ctx context.Context, profile string, ids []string) (RedeliverResult, error) {
 	var res RedeliverResult
-	dl.mu.Lock()
-	defer dl.mu.Unlock()
+	defer dl.lock(profile)()
 	dead, err := dl.Dead(ctx, profile)
 	if err != nil {
 		return res, err
@@ -113,10 +133,17 @@ func (dl *DeadLetters) Redeliver(ctx context.Context, profile string, ids []stri
 	if log == nil {
 		log = slog.Default()
 	}
+	limit := dl.MaxPerCall
+	if limit <= 0 {
+		limit = 100
+	}
 	res.Remaining = len(dead)
 	for _, d := range dead {
 		if len(ids) > 0 && !slices.Contains(ids, d.ID) {
 			continue
+		}
+		if res.Redelivered+res.Failed >= limit {
+			break
 		}
 		if ctx.Err() != nil {
 			return res, ctx.Err()

@@ -444,3 +444,38 @@ func TestSlowReceiverAndRedirects(t *testing.T) {
 		t.Fatalf("%d requests, want 3 (timeout, redirect, success)", n)
 	}
 }
+
+// TestRedeliverBounded: one Redeliver call sends at most MaxPerCall events,
+// oldest first, and reports the rest as remaining.
+func TestRedeliverBounded(t *testing.T) {
+	st := newStore(t)
+	rcv := newReceiver(t)
+	ids := appendN(t, st, "message.received", 1, 3)
+	for _, id := range ids {
+		rcv.failIDs[id] = true
+	}
+	cfg := config(st, rcv.srv.URL, 1)
+	cfg.Backoff.Budget = 20 * time.Millisecond
+	start(t, cfg)
+	dl := &webhook.DeadLetters{KV: st, Token: st.Fence, MaxPerCall: 2,
+		Target: func(context.Context, string) (webhook.Target, error) {
+			return webhook.Target{URL: rcv.srv.URL, Secret: secret}, nil
+		}}
+	waitFor(t, "three parked", 5*time.Second, func() bool {
+		d, _ := dl.Dead(context.Background(), "alice")
+		return len(d) == 3
+	})
+	rcv.mu.Lock()
+	rcv.failIDs = map[string]bool{}
+	rcv.mu.Unlock()
+	res, err := dl.Redeliver(context.Background(), "alice", nil)
+	if err != nil || res.Redelivered != 2 || res.Remaining != 1 {
+		t.Fatalf("first call: %+v %v", res, err)
+	}
+	if got := rcv.deliveredIDs(); join(got) != join(ids[:2]) {
+		t.Fatalf("redelivered %v, want the two oldest %v", got, ids[:2])
+	}
+	if res, err = dl.Redeliver(context.Background(), "alice", nil); err != nil || res.Redelivered != 1 || res.Remaining != 0 {
+		t.Fatalf("second call: %+v %v", res, err)
+	}
+}
