@@ -139,3 +139,15 @@ func TestPlaceProfilePin(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkPlacePass is the placement cost of one reconcile pass: 1,000
+// profiles over 5 members.
+func BenchmarkPlacePass(b *testing.B) {
+	ms, ps := names(5), profiles(1000)
+	b.ReportAllocs()
+	for b.Loop() {
+		for _, p := range ps {
+			_ = Place(p, ms)
+		}
+	}
+}

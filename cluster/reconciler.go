@@ -211,6 +211,7 @@ func (r *Reconciler) Run(ctx context.Context) error {
 				continue
 			}
 			r.applyChange(c)
+			r.applyPending(changes)
 		case req := <-r.drainReq:
 			req.reply <- r.drain(req.ctx)
 		}
@@ -222,6 +223,22 @@ func (r *Reconciler) Run(ctx context.Context) error {
 			}
 		}
 		timer.Reset(next)
+	}
+}
+
+// applyPending applies the changes already queued (bounded), so a burst of
+// catalog writes costs one pass, not one pass each.
+func (r *Reconciler) applyPending(changes <-chan catalog.Change) {
+	for i := 0; i < 4096; i++ {
+		select {
+		case c, ok := <-changes:
+			if !ok {
+				return
+			}
+			r.applyChange(c)
+		default:
+			return
+		}
 	}
 }
 
