@@ -420,3 +420,6 @@ func (l *Local) keyOf(metaPath string) (string, bool) {
 func (l *Local) PresignGet(ctx context.Context, key string, ttl time.Duration) (string, error) {
 	return "", fmt.Errorf("local: presign %s: %w", key, ErrNotSupported)
 }
+
+// Close implements Objects; the local store holds nothing open between calls.
+func (l *Local) Close() error { return nil }

@@ -118,6 +118,9 @@ func TestOpenSelectsImplementation(t *testing.T) {
 	if _, ok := o.(*Local); !ok {
 		t.Fatalf("Open without bucket = %T, want *Local", o)
 	}
+	if err := o.Close(); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := Open(context.Background(), Config{Endpoint: "http://x"}); err == nil {
 		t.Fatal("endpoint without bucket accepted")
 	}

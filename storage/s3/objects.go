@@ -87,6 +87,8 @@ type Objects interface {
 	// PresignGet returns a URL that fetches the object with a plain HTTP
 	// GET for ttl, or ErrNotSupported.
 	PresignGet(ctx context.Context, key string, ttl time.Duration) (string, error)
+	// Close releases idle connections; calls in flight are not interrupted.
+	Close() error
 }
 
 // MaxKeyLen bounds a key's length in bytes.
