@@ -266,7 +266,7 @@ func TestRetryBudgetSurvivesRestart(t *testing.T) {
 	ids := appendN(t, st, "message.received", 1, 1)
 	rcv.failIDs[ids[0]] = true
 	cfg := config(st, rcv.srv.URL, 1)
-	cfg.Backoff = webhook.Backoff{Initial: 20 * time.Millisecond, Max: 20 * time.Millisecond, Budget: 600 * time.Millisecond}
+	cfg.Backoff = webhook.Backoff{Initial: 20 * time.Millisecond, Max: 20 * time.Millisecond, Budget: time.Second}
 	r := start(t, cfg)
 	waitFor(t, "some attempts", 5*time.Second, func() bool {
 		rcv.mu.Lock()
@@ -277,14 +277,16 @@ func TestRetryBudgetSurvivesRestart(t *testing.T) {
 	rcv.mu.Lock()
 	before := rcv.perID[ids[0]]
 	rcv.mu.Unlock()
+	time.Sleep(1100 * time.Millisecond) // the whole budget runs out while stopped
 	restarted := time.Now()
-	time.Sleep(400 * time.Millisecond) // the budget keeps running while stopped
 	start(t, cfg)
 	waitFor(t, "parking", 5*time.Second, func() bool {
 		kvs, _ := st.Scan(context.Background(), "alice", webhook.NSDead, "")
 		return len(kvs) == 1
 	})
-	if took := time.Since(restarted); took > 900*time.Millisecond {
+	// One more attempt, then parked; a budget that started over would
+	// take a full second.
+	if took := time.Since(restarted); took > 700*time.Millisecond {
 		t.Errorf("parked %v after the restart: the budget started over", took)
 	}
 	dl := &webhook.DeadLetters{KV: st}
