@@ -1,11 +1,13 @@
 // Package api is Amarula's HTTP API (docs/api.md): profiles, pairing,
 // messages, the event log (paging and WebSocket), webhook dead letters,
-// bearer-key auth, health, readiness and metrics.
+// bearer-key auth, health, readiness, metrics and the web dashboard.
 //
 // The package owns the wire contract — routes, JSON shapes, error codes,
 // auth, request limits, idempotent sends — and nothing behind it: every
-// dependency is an interface declared here (Profiles, Sessions, Messages,
-// Events, KV, Fences, Webhooks, Readiness) and wired by package node. It
+// dependency is an interface declared here (Profiles, Sessions, Owners,
+// Messages, Events, KV, Fences, Webhooks, Readiness) and wired by package
+// node; catalog.Catalog, the session registry, *msgstore.Store, the storage
+// adapters and *webhook.DeadLetters satisfy them without glue. It
 // never talks to WhatsApp, never decides which node owns a profile and never
 // forwards requests (the cluster layer wraps this handler for that). It
 // never logs keys, webhook secrets or message bodies.
