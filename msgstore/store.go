@@ -188,6 +188,58 @@ func (s *Store) put(ctx context.Context, profile string, token storage.Token, m 
 	return res, nil
 }
 
+// BatchSize is how many messages PutBatch commits per transaction.
+const BatchSize = 500
+
+// PutBatch stores msgs as Put would (deduplicated, ops applied or kept),
+// BatchSize per transaction, and appends one summary event of type event
+// (unless "") with the data summary returns, in the last transaction. It
+// reports how many were new and how many duplicates. On an error, earlier
+// batches stay stored; retrying is safe (dedup).
+func (s *Store) PutBatch(ctx context.Context, profile string, token storage.Token, msgs []Message, origin Origin,
+	event string, summary func(stored, duplicates int) ([]byte, error)) (stored, duplicates int, err error) {
+	valid := make([]Message, 0, len(msgs))
+	for _, m := range msgs {
+		if validate(m) == nil {
+			m.Profile = profile
+			valid = append(valid, m)
+		}
+	}
+	unlock := s.lock(profile)
+	defer unlock()
+	for start := 0; start == 0 || start < len(valid); start += BatchSize {
+		end := min(start+BatchSize, len(valid))
+		last := end == len(valid)
+		_, err := s.b.Txn(ctx, profile, token, func(tx storage.Tx) error {
+			n, d := 0, 0
+			for _, m := range valid[start:end] {
+				res, err := apply(ctx, tx, m, origin)
+				if err != nil {
+					return err
+				}
+				if res.Duplicate {
+					d++
+				} else {
+					n++
+				}
+			}
+			if last && event != "" {
+				data, err := summary(stored+n, duplicates+d)
+				if err != nil {
+					return fmt.Errorf("encode %s: %w", event, err)
+				}
+				tx.Append(event, data)
+			}
+			stored, duplicates = stored+n, duplicates+d
+			return nil
+		})
+		if err != nil {
+			return stored, duplicates, fmt.Errorf("msgstore: put batch %s: %w", profile, err)
+		}
+	}
+	return stored, duplicates, nil
+}
+
 // PutTx is Put inside a transaction the caller already runs (for example
 // together with other writes of the session). The caller must serialise
 // PutTx calls of one profile with each other and with Put.

@@ -368,3 +368,37 @@ func TestInvalid(t *testing.T) {
 		}
 	})
 }
+
+// TestPutBatch: a history batch larger than one transaction is stored
+// deduplicated, with one summary event and no per-message events.
+func TestPutBatch(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		s := msgstore.New(b)
+		ctx := context.Background()
+		mustPut(t, s, text("H0007", chatA, 7, "live"), msgstore.Received)
+		var msgs []msgstore.Message
+		for i := 0; i < msgstore.BatchSize+20; i++ {
+			msgs = append(msgs, text(fmt.Sprintf("H%04d", i), chatA, int64(i), "old"))
+		}
+		msgs = append(msgs, msgs[3]) // the same id twice in one blob
+		stored, dup, err := s.PutBatch(ctx, prof, token, msgs, msgstore.History, msgstore.EventHistorySynced,
+			func(stored, dup int) ([]byte, error) { return json.Marshal([]int{stored, dup}) })
+		if err != nil || stored != msgstore.BatchSize+19 || dup != 2 {
+			t.Fatalf("PutBatch: stored %d dup %d err %v", stored, dup, err)
+		}
+		evs := events(t, b)
+		if got := eventTypes(evs); !reflect.DeepEqual(got, []string{"message.received", "history.synced"}) {
+			t.Fatalf("events %v", got)
+		}
+		if string(evs[1].Data) != fmt.Sprintf("[%d,2]", msgstore.BatchSize+19) {
+			t.Fatalf("summary %s", evs[1].Data)
+		}
+		if m := mustGet(t, s, "H0007"); m.Text != "live" {
+			t.Fatalf("history overwrote a live message: %+v", m)
+		}
+		page, err := s.List(ctx, prof, msgstore.Query{Chat: chatA, Limit: msgstore.MaxLimit})
+		if err != nil || len(page.Messages) != msgstore.MaxLimit || page.Next == "" {
+			t.Fatalf("list: %d %q %v", len(page.Messages), page.Next, err)
+		}
+	})
+}

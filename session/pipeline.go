@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 
 	"go.mau.fi/whatsmeow/types"
@@ -25,6 +26,10 @@ func (s *Session) handle(evt any) bool {
 		return s.onMessage(e)
 	case *events.Receipt:
 		return s.onReceipt(e)
+	case *events.HistorySync:
+		// Dispatched from whatsmeow's history goroutine (its result is
+		// not an ack), so storing here blocks no message handling.
+		s.onHistorySync(e)
 	case *events.Connected, *events.Disconnected, *events.StreamReplaced, *events.LoggedOut,
 		*events.PairSuccess, *events.PairError, *events.ConnectFailure, *events.TemporaryBan,
 		*events.ClientOutdated:
@@ -113,4 +118,50 @@ func (s *Session) onReceipt(e *events.Receipt) bool {
 		return false
 	}
 	return true
+}
+
+// onHistorySync seeds the message store with a history-sync blob (deduped,
+// origin History) and appends one history.synced summary event.
+func (s *Session) onHistorySync(e *events.HistorySync) {
+	if !s.enter() {
+		return
+	}
+	defer s.inflight.Done()
+	cli := s.client()
+	own := s.ownJID().String()
+	var msgs []msgstore.Message
+	convs := e.Data.GetConversations()
+	for _, conv := range convs {
+		chat, err := types.ParseJID(conv.GetID())
+		if err != nil {
+			continue
+		}
+		for _, hm := range conv.GetMessages() {
+			evt, err := cli.ParseWebMessage(chat, hm.GetMessage())
+			if err != nil || msgstore.IsControl(evt) {
+				continue
+			}
+			m := msgstore.Normalize(evt)
+			m.HistorySync = true
+			if m.To == "" {
+				m.To = own
+			}
+			msgs = append(msgs, m)
+		}
+	}
+	summary := func(stored, dup int) ([]byte, error) {
+		return json.Marshal(map[string]any{
+			"sync_type": e.Data.GetSyncType().String(), "chunk_order": e.Data.GetChunkOrder(),
+			"progress": e.Data.GetProgress(), "conversations": len(convs),
+			"messages": len(msgs), "stored": stored, "duplicates": dup,
+		})
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, 4*s.cfg.StoreTimeout)
+	defer cancel()
+	stored, dup, err := s.msgs.PutBatch(ctx, s.cfg.Profile, s.cfg.Token, msgs, msgstore.History, msgstore.EventHistorySynced, summary)
+	if err != nil {
+		s.log.Warn("history sync not fully stored", "stored", stored, "err", err)
+		return
+	}
+	s.log.Info("history synced", "conversations", len(convs), "stored", stored, "duplicates", dup)
 }

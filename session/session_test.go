@@ -2,6 +2,7 @@ package session_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"github.com/amarula/amarula/msgstore"
 	"github.com/amarula/amarula/session"
 	"github.com/amarula/amarula/storage"
+	"github.com/amarula/amarula/wasim"
 )
 
 // TestPairReceiveSend: a fresh profile shows a QR (and a session.qr
@@ -366,6 +368,61 @@ func TestPairPhone(t *testing.T) {
 		waitState(t, s, session.StateConnected, 30*time.Second)
 		if _, err := s.PairPhone(ctx, "+"+e.own.JID().User); !errors.Is(err, session.ErrAlreadyPaired) {
 			t.Fatalf("PairPhone when paired: %v", err)
+		}
+	})
+}
+
+// TestHistorySync: the phone's bootstrap history sync seeds the store
+// (deduplicated against live messages) with one history.synced summary and
+// no per-message events.
+func TestHistorySync(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		s, dev := e.pairQR(1)
+		live, err := e.peer.SendText(e.own.JID(), "live one")
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.waitMessage(s, live, nil)
+		received := e.countEvents(msgstore.EventMessageReceived, "")
+		peer := e.peer.JID().String()
+		hist := []wasim.HistoryMessage{
+			{Chat: peer, ID: "HIST0000000000000001", Text: "old 1", Timestamp: 1_700_000_000},
+			{Chat: peer, ID: "HIST0000000000000002", Text: "old 2", FromMe: true, Timestamp: 1_700_000_060},
+			{Chat: peer, ID: live, Text: "live one (from history)", Timestamp: time.Now().Unix()},
+		}
+		if _, err := e.own.SendHistorySync(dev, hist); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "history.synced", 20*time.Second, func() error {
+			if e.countEvents(msgstore.EventHistorySynced, "") != 1 {
+				return errNotYet
+			}
+			return nil
+		})
+		m := e.waitMessage(s, "HIST0000000000000002", nil)
+		if !m.HistorySync || !m.FromMe || m.Text != "old 2" || m.Chat != peer || m.Timestamp != 1_700_000_060 {
+			t.Fatalf("history message %+v", m)
+		}
+		if got := e.waitMessage(s, live, nil); got.Text != "live one" || got.HistorySync {
+			t.Fatalf("live message overwritten by history: %+v", got)
+		}
+		if n := e.countEvents(msgstore.EventMessageReceived, ""); n != received {
+			t.Fatalf("history produced %d message.received events", n-received)
+		}
+		var sum struct{ Stored, Duplicates int }
+		for _, ev := range e.events() {
+			if ev.Type == msgstore.EventHistorySynced {
+				if err := json.Unmarshal(ev.Data, &sum); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if sum.Stored != 2 || sum.Duplicates != 1 {
+			t.Fatalf("summary %+v", sum)
+		}
+		page, err := s.Messages().List(context.Background(), profile, msgstore.Query{Chat: peer})
+		if err != nil || len(page.Messages) != 3 || page.Messages[2].ID != "HIST0000000000000001" {
+			t.Fatalf("chat after history: %+v %v", page.Messages, err)
 		}
 	})
 }
