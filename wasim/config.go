@@ -33,6 +33,10 @@ type Config struct {
 	MediaHost string
 	// OfflineQueueLimit caps the stanzas queued for one device. Default 10000.
 	OfflineQueueLimit int
+	// ReplaceGrace is how long a login waits for an older connection of the
+	// same device to close on its own (a quick reconnect) before replacing
+	// it with stream error 440. Default 200 ms.
+	ReplaceGrace time.Duration
 	// IdleTimeout closes a connection that sent nothing for this long
 	// (whatsmeow pings every 20-30 s). Default 90 s.
 	IdleTimeout time.Duration
@@ -72,6 +76,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.OfflineQueueLimit == 0 {
 		c.OfflineQueueLimit = 10000
+	}
+	if c.ReplaceGrace == 0 {
+		c.ReplaceGrace = 200 * time.Millisecond
 	}
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = 90 * time.Second

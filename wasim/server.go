@@ -300,14 +300,38 @@ func (c *conn) login(user string, idx uint16) error {
 		return nil
 	}
 	// d.mu held.
+	authAt := time.Now()
+	if old := d.conn; old != nil && old.ctx.Err() == nil {
+		// A client that reconnects quickly may log in before we saw its
+		// previous socket close: give the old connection a moment to go
+		// away on its own before calling it a replacement.
+		d.mu.Unlock()
+		t := time.NewTimer(s.cfg.ReplaceGrace)
+		select {
+		case <-old.ctx.Done():
+		case <-t.C:
+		case <-c.ctx.Done():
+		}
+		t.Stop()
+		d.mu.Lock()
+		if d.removed {
+			d.mu.Unlock()
+			_ = c.send(waBinary.Node{Tag: "failure", Attrs: waBinary.Attrs{"reason": "401", "location": "wasim"}})
+			c.closeAfter(s.cfg.StreamErrorCloseDelay)
+			return nil
+		}
+	}
 	c.dev = d
 	old := d.conn
+	if old != nil && old.ctx.Err() != nil {
+		old = nil // already gone; its cleanup only decrements openConns
+	}
 	d.conn = c
 	d.active = false
 	d.connectionsTotal++
 	d.openConns++
 	if d.openConns >= 2 && d.overlapSince.IsZero() {
-		d.overlapSince = time.Now()
+		d.overlapSince = authAt
 	}
 	if old != nil {
 		d.replacedTotal++
