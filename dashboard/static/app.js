@@ -31,13 +31,15 @@
 
   // A link like /#key=<admin key> stores the key and drops it from the
   // address bar (a fragment is never sent to the server).
-  (function keyFromFragment() {
+  // Checked on every route change: pasting such a link into a tab that
+  // already shows the dashboard changes only the fragment.
+  function keyFromFragment() {
     const m = /^#key=([^&]+)/.exec(location.hash);
     if (m) {
       setKey(decodeURIComponent(m[1]));
       history.replaceState(null, '', location.pathname + location.search + '#/');
     }
-  })();
+  }
 
   function forgetKey(message) {
     try { localStorage.removeItem(KEY_STORAGE); } catch (e) { /* ignore */ }
@@ -372,7 +374,8 @@
       for (let page = 0; page < 50; page++) {
         const r = await apiJSON('v1/profiles/' + encodeURIComponent(id) + '/events?after=' + encodeURIComponent(cursor) + '&limit=100');
         const evs = r.events || [];
-        kept = kept.concat(evs).slice(-EVENTS_KEPT);
+        const seen = new Set(kept.map(function (e) { return e.id; }));
+        kept = kept.concat(evs.filter(function (e) { return !seen.has(e.id); })).slice(-EVENTS_KEPT);
         if (evs.length) cursor = evs[evs.length - 1].id;
         if (r.next) cursor = r.next;
         if (!evs.length || !r.next) break;
@@ -402,6 +405,7 @@
   function route() {
     stopView();
     setStatus('');
+    keyFromFragment();
     if (!memoryKey) { showLogin(''); return; }
     login.hidden = true;
     nav.hidden = false;
