@@ -117,6 +117,14 @@ func TestUnlinkGives401(t *testing.T) {
 	if !lo.OnConnect {
 		t.Fatalf("LoggedOut %+v, want OnConnect=true", lo)
 	}
+
+	// The companion logs itself out (remove-companion-device).
+	c3 := h.pairQR(alice)
+	ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
+	defer cancel()
+	if err := c3.cli.Logout(ctx); err != nil {
+		t.Fatalf("Logout: %v", err)
+	}
 	for _, d := range h.srv.Devices() {
 		if !d.Removed {
 			t.Fatalf("device not removed: %+v", d)
