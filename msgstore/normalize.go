@@ -23,7 +23,9 @@ const (
 // Normalize maps a whatsmeow message event onto the service's Message.
 //
 // Addressing: Chat is the reply handle (the peer in 1:1, the group in a
-// group), From the sender without device part, To the recipient when the
+// group), From the sender without device part — both in phone-number form
+// when WhatsApp addressed them by LID and sent the phone number along —,
+// To the recipient when the
 // event says who it is (the group for group messages, the destination of
 // the user's own messages sent from another device). For an incoming 1:1
 // message the event does not name the own account, so To is left empty for
@@ -35,8 +37,8 @@ func Normalize(evt *events.Message) Message {
 	info := evt.Info
 	m := Message{
 		ID:        info.ID,
-		Chat:      info.Chat.ToNonAD().String(),
-		From:      info.Sender.ToNonAD().String(),
+		Chat:      preferPN(info.Chat, chatAlt(info.MessageSource)).String(),
+		From:      preferPN(info.Sender, info.SenderAlt).String(),
 		FromMe:    info.IsFromMe,
 		Timestamp: info.Timestamp.Unix(),
 		PushName:  info.PushName,
@@ -72,6 +74,30 @@ func Normalize(evt *events.Message) Message {
 		m.Type, m.RawType = TypeUnknown, "editedMessage"
 	}
 	return m
+}
+
+// chatAlt is the phone-number form of a 1:1 chat addressed by LID, if the
+// stanza carried it: the recipient's for own messages, the sender's
+// otherwise.
+func chatAlt(src types.MessageSource) types.JID {
+	if src.IsGroup {
+		return types.EmptyJID
+	}
+	if src.IsFromMe {
+		return src.RecipientAlt
+	}
+	return src.SenderAlt
+}
+
+// preferPN returns jid without device, or its phone-number alternative
+// when jid is a LID and the alternative is known: the same person then
+// keeps one chat and one sender address whichever addressing WhatsApp
+// used for a message.
+func preferPN(jid, alt types.JID) types.JID {
+	if jid.Server == types.HiddenUserServer && alt.Server == types.DefaultUserServer && alt.User != "" {
+		return alt.ToNonAD()
+	}
+	return jid.ToNonAD()
 }
 
 // fillContent sets the type-dependent fields of m from msg.

@@ -154,6 +154,12 @@ func (r *Registry) start(ctx context.Context, g *lease.Grant, owned bool) error 
 		return fmt.Errorf("registry: start %s: %w", g.Profile, err)
 	}
 	r.mu.Lock()
+	if r.slots[g.Profile] != sl || r.closed {
+		// Stopped (or the registry closed) while the session was starting.
+		r.mu.Unlock()
+		_ = s.Stop(context.WithoutCancel(ctx))
+		return fmt.Errorf("registry: start %s: stopped while starting", g.Profile)
+	}
 	sl.sess = s
 	r.wg.Add(1)
 	r.mu.Unlock()

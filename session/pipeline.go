@@ -32,7 +32,7 @@ func (s *Session) handle(evt any) bool {
 		s.onHistorySync(e)
 	case *events.Connected, *events.Disconnected, *events.StreamReplaced, *events.LoggedOut,
 		*events.PairSuccess, *events.PairError, *events.ConnectFailure, *events.TemporaryBan,
-		*events.ClientOutdated:
+		*events.ClientOutdated, *events.KeepAliveTimeout:
 		s.push(e)
 	case *events.StreamError:
 		s.log.Warn("unknown stream error", "code", e.Code)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"go.mau.fi/whatsmeow"
+	"go.mau.fi/whatsmeow/types"
 	"go.mau.fi/whatsmeow/types/events"
 
 	"github.com/amarula/amarula/msgstore"
@@ -106,7 +107,7 @@ func (s *Session) run() {
 }
 
 func (s *Session) begin() step {
-	if s.client().Store.ID == nil {
+	if !s.isPaired() {
 		return s.pair
 	}
 	return s.connect
@@ -170,7 +171,7 @@ func (s *Session) common(item any) (step, bool) {
 	case cmdLogout:
 		return func() step { return s.logout(ev) }, true
 	case *events.PairSuccess:
-		s.paired(ev)
+		s.onPaired(ev)
 	}
 	return nil, false
 }
@@ -182,7 +183,7 @@ func (s *Session) pair() step {
 			return s.rest(StateUnpaired, errUnpaired)
 		}
 		cli := s.client()
-		if cli.Store.ID != nil {
+		if s.isPaired() {
 			return s.connect
 		}
 		roundCtx, cancel := context.WithCancel(s.ctx)
@@ -277,7 +278,8 @@ func (s *Session) showQR(code string, valid time.Duration) {
 	s.emit(msgstore.EventSessionQR, map[string]any{"code": qr.Code, "expires_at": qr.ExpiresAt.Format(time.RFC3339)})
 }
 
-func (s *Session) paired(ev *events.PairSuccess) {
+func (s *Session) onPaired(ev *events.PairSuccess) {
+	s.setIdentity(ev.ID, ev.LID, "")
 	s.log.Info("paired", "jid", ev.ID.ToNonAD().String(), "platform", ev.Platform)
 	s.emit(msgstore.EventSessionPaired, map[string]any{
 		"jid": ev.ID.ToNonAD().String(), "lid": ev.LID.ToNonAD().String(),
@@ -310,10 +312,24 @@ func (s *Session) connect() step {
 	return s.online
 }
 
+// loginTimeout bounds the wait for Connected after a connection opened.
+const loginTimeout = time.Minute
+
 // online runs while the connection is up (or logging in).
 func (s *Session) online() step {
 	for {
-		item := s.wait(0)
+		var limit time.Duration
+		if s.State() != StateConnected {
+			limit = loginTimeout
+		}
+		item := s.wait(limit)
+		if _, ok := item.(evTimeout); ok {
+			// Connected but never logged in (lost 515 reconnect, no
+			// success node): start over.
+			s.log.Warn("no login after connecting; reconnecting", "after", loginTimeout.String())
+			s.client().Disconnect()
+			return s.reconnect
+		}
 		if next, ok := s.common(item); ok {
 			return next
 		}
@@ -349,6 +365,14 @@ func (s *Session) online() step {
 			err := errors.New("session: WhatsApp says the client is outdated (405)")
 			s.emit(msgstore.EventSessionDisconnected, map[string]any{"reason": err.Error()})
 			return s.rest(StateDisconnected, err)
+		case *events.KeepAliveTimeout:
+			// whatsmeow only forces a reconnect itself with its own
+			// auto-reconnect, which the supervisor replaces.
+			if time.Since(ev.LastSuccess) > whatsmeow.KeepAliveMaxFailTime {
+				s.client().Disconnect()
+				s.emit(msgstore.EventSessionDisconnected, map[string]any{"reason": "keepalive timeout"})
+				return s.reconnect
+			}
 		case cmdDisconnect:
 			s.client().Disconnect()
 			s.emit(msgstore.EventSessionDisconnected, map[string]any{"reason": "requested"})
@@ -436,7 +460,7 @@ func (s *Session) loggedOut(ev *events.LoggedOut) step {
 func (s *Session) logout(cmd cmdLogout) step {
 	cli := s.client()
 	var err error
-	if cli.Store.ID != nil && cli.IsLoggedIn() {
+	if s.isPaired() && cli.IsLoggedIn() {
 		err = cli.Logout(cmd.ctx)
 	}
 	cli.Disconnect()
@@ -460,6 +484,9 @@ func (s *Session) wipe() (step, bool) {
 			return func() step { return s.halt(err) }, true
 		}
 	}
+	s.mu.Lock()
+	s.jid, s.lid, s.pushName = types.EmptyJID, types.EmptyJID, ""
+	s.mu.Unlock()
 	device, err := s.container.GetDevice(ctx)
 	if err == nil {
 		var cli *whatsmeow.Client
@@ -487,7 +514,7 @@ func (s *Session) rest(st State, cause error) step {
 			return next
 		}
 		if _, ok := item.(cmdConnect); ok {
-			if s.client().Store.ID == nil {
+			if !s.isPaired() {
 				return s.pair
 			}
 			return s.connect

@@ -249,7 +249,7 @@ func (s *Session) PairPhone(ctx context.Context, phone string) (string, error) {
 	if err != nil || jid.Server != types.DefaultUserServer {
 		return "", fmt.Errorf("%w: phone %q", ErrInvalidRequest, phone)
 	}
-	if s.client().Store.ID != nil {
+	if s.isPaired() {
 		return "", ErrAlreadyPaired
 	}
 	// Wait until a pairing round shows its first code (its connection is

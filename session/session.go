@@ -229,7 +229,9 @@ type Session struct {
 	queue          []any // whatsmeow events and commands for the supervisor
 	connectedSince time.Time
 	halted         bool // fenced or lease lost: refuse every further write
-	closing        bool // draining: refuse new message handling
+	jid, lid       types.JID // own identity (empty until paired), kept here so no
+	pushName       string    // reader races whatsmeow's writes to its device
+	closing        bool      // draining: refuse new message handling
 	failures       int  // consecutive failed connection attempts
 }
 
@@ -304,6 +306,9 @@ func (s *Session) Start(ctx context.Context) error {
 	s.mu.Lock()
 	s.cli = cli
 	s.mu.Unlock()
+	if device.ID != nil {
+		s.setIdentity(*device.ID, device.LID, device.PushName)
+	}
 	s.wg.Add(1)
 	go s.run()
 	return nil
@@ -368,15 +373,12 @@ func (s *Session) State() State {
 func (s *Session) Info() Info {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	in := Info{Profile: s.cfg.Profile, State: s.state, ConnectedSince: s.connectedSince, Err: s.stopErr}
-	if s.cli != nil && s.cli.Store != nil {
-		if id := s.cli.Store.ID; id != nil {
-			in.JID = id.ToNonAD().String()
-		}
-		if !s.cli.Store.LID.IsEmpty() {
-			in.LID = s.cli.Store.LID.ToNonAD().String()
-		}
-		in.PushName = s.cli.Store.PushName
+	in := Info{Profile: s.cfg.Profile, State: s.state, ConnectedSince: s.connectedSince, Err: s.stopErr, PushName: s.pushName}
+	if !s.jid.IsEmpty() {
+		in.JID = s.jid.String()
+	}
+	if !s.lid.IsEmpty() {
+		in.LID = s.lid.String()
 	}
 	return in
 }
@@ -386,7 +388,7 @@ func (s *Session) Info() Info {
 func (s *Session) QR() (QR, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cli != nil && s.cli.Store.ID != nil {
+	if !s.jid.IsEmpty() {
 		return QR{}, ErrAlreadyPaired
 	}
 	if s.qr == nil || s.state != StatePairing {
@@ -441,11 +443,25 @@ func (s *Session) client() *whatsmeow.Client {
 
 // ownJID is the account's own user JID (no device), empty before pairing.
 func (s *Session) ownJID() types.JID {
-	cli := s.client()
-	if cli == nil || cli.Store == nil || cli.Store.ID == nil {
-		return types.EmptyJID
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.jid
+}
+
+// isPaired reports whether the profile has credentials.
+func (s *Session) isPaired() bool { return !s.ownJID().IsEmpty() }
+
+// setIdentity records the own identity (JIDs without device part).
+func (s *Session) setIdentity(jid, lid types.JID, pushName string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.jid, s.lid = jid.ToNonAD(), lid.ToNonAD()
+	if lid.IsEmpty() {
+		s.lid = types.EmptyJID
 	}
-	return cli.Store.ID.ToNonAD()
+	if pushName != "" {
+		s.pushName = pushName
+	}
 }
 
 // newClient builds a whatsmeow client for device with the pipeline's
