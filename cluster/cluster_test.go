@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
@@ -488,6 +489,60 @@ func TestClusterMovePinsProfile(t *testing.T) {
 	if err := testenv.WaitFor(10*time.Second, ownedBy("n1")); err != nil {
 		t.Fatal(err)
 	}
+	stopCheck()
+	assertNoViolations(t, h)
+}
+
+// TestClusterEtcdFreezeStopsEverythingThenRecovers: with etcd frozen
+// (SIGSTOP) no node can renew: every node self-fences and every session
+// stops before any lease could expire; nobody acquires meanwhile. After
+// SIGCONT the nodes re-grant and the cluster returns to placement, never
+// with two runners at once.
+func TestClusterEtcdFreezeStopsEverythingThenRecovers(t *testing.T) {
+	h := newHarness(t)
+	h.ttl = 3 * time.Second
+	profiles := createProfiles(t, h.catalog, 12)
+	stopCheck := h.checker(time.Minute)
+	defer stopCheck()
+	h.start("n1")
+	h.start("n2", "n1")
+	both := []string{"n1", "n2"}
+	if err := testenv.WaitFor(15*time.Second, func() error { return h.settled(profiles, both, true) }); err != nil {
+		t.Fatal(err)
+	}
+	frozen := time.Now()
+	if err := h.etcd.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	thawed := false
+	thaw := func() {
+		if !thawed {
+			thawed = true
+			_ = h.etcd.Signal(syscall.SIGCONT)
+		}
+	}
+	t.Cleanup(thaw)
+	if err := testenv.WaitFor(h.ttl+time.Second, func() error {
+		for _, n := range h.nodes {
+			if r := n.runner.Running(); len(r) > 0 {
+				return fmt.Errorf("%s still runs %d sessions", n.name, len(r))
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	stoppedAfter := time.Since(frozen)
+	t.Logf("etcd frozen → every session stopped after %s (TTL %s)", stoppedAfter.Round(time.Millisecond), h.ttl)
+	if stoppedAfter >= h.ttl {
+		t.Fatalf("sessions outlived the lease TTL: %s", stoppedAfter)
+	}
+	thaw()
+	thawedAt := time.Now()
+	if err := testenv.WaitFor(20*time.Second, func() error { return h.settled(profiles, both, true) }); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("etcd thawed → back to placement after %s", time.Since(thawedAt).Round(time.Millisecond))
 	stopCheck()
 	assertNoViolations(t, h)
 }
