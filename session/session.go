@@ -228,11 +228,11 @@ type Session struct {
 	qr             *QR
 	queue          []any // whatsmeow events and commands for the supervisor
 	connectedSince time.Time
-	halted         bool // fenced or lease lost: refuse every further write
+	halted         bool      // fenced or lease lost: refuse every further write
 	jid, lid       types.JID // own identity (empty until paired), kept here so no
 	pushName       string    // reader races whatsmeow's writes to its device
 	closing        bool      // draining: refuse new message handling
-	failures       int  // consecutive failed connection attempts
+	failures       int       // consecutive failed connection attempts
 }
 
 // New validates cfg and builds the session. It starts nothing.
