@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"testing"
@@ -138,4 +139,37 @@ func TestFuzzCorpus(t *testing.T) {
 	for name, s := range seeds {
 		must(t, os.WriteFile(filepath.Join(dir, name), []byte(fmt.Sprintf("go test fuzz v1\n[]byte(%q)\nbool(%v)\n", s, name == "hello")), 0o644))
 	}
+}
+
+// FuzzAdminSend feeds arbitrary bodies to POST /admin/phones/{phone}/messages:
+// the API must answer 2xx or 4xx, never 5xx or panic.
+func FuzzAdminSend(f *testing.F) {
+	for _, s := range []string{
+		`{"to":"15550002222@s.whatsapp.net","text":"hi"}`,
+		`{"to":"15550002222@s.whatsapp.net","media":{"kind":"image","mime":"image/png","data":"aGVsbG8="}}`,
+		`{"to":"15550002222@s.whatsapp.net","reaction":"x","target_id":"1"}`,
+		`{"to":"15550002222@s.whatsapp.net","revoke":true}`,
+		`{"to":"@","edit":"x","target_id":"1"}`,
+		`{`, `[]`, `{"media":{"data":"!!"}}`,
+	} {
+		f.Add([]byte(s))
+	}
+	srv, err := New(Config{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	if _, err := srv.CreatePhone("15550001111", "A"); err != nil {
+		f.Fatal(err)
+	}
+	if _, err := srv.CreatePhone("15550002222", "B"); err != nil {
+		f.Fatal(err)
+	}
+	h := srv.Handler()
+	f.Fuzz(func(t *testing.T, body []byte) {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("POST", "/admin/phones/15550001111/messages", bytes.NewReader(body)))
+		if rec.Code >= 500 {
+			t.Fatalf("%d for %q: %s", rec.Code, body, rec.Body)
+		}
+	})
 }
