@@ -33,6 +33,9 @@ type Config struct {
 	MediaHost string
 	// OfflineQueueLimit caps the stanzas queued for one device. Default 10000.
 	OfflineQueueLimit int
+	// PhoneInboxLimit caps the received messages a simulated phone keeps
+	// for the admin API; the oldest are dropped. Default 10000.
+	PhoneInboxLimit int
 	// ReplaceGrace is how long a login waits for an older connection of the
 	// same device to close on its own (a quick reconnect) before replacing
 	// it with stream error 440. Default 200 ms.
@@ -76,6 +79,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.OfflineQueueLimit == 0 {
 		c.OfflineQueueLimit = 10000
+	}
+	if c.PhoneInboxLimit == 0 {
+		c.PhoneInboxLimit = 10000
 	}
 	if c.ReplaceGrace == 0 {
 		c.ReplaceGrace = 200 * time.Millisecond

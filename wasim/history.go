@@ -87,6 +87,7 @@ func (p *Phone) SendHistorySync(deviceJID types.JID, msgs []HistoryMessage) (str
 		},
 	}}
 	id := "3A" + randomID(9)
+	p.remember(id, p.acct.jid(), m)
 	p.sendTo(d, id, now, p.acct.jid(), m, 0)
 	return id, nil
 }

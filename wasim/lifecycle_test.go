@@ -230,3 +230,21 @@ func TestIdleAndFrozenConnections(t *testing.T) {
 	}
 	r2.ws.CloseNow()
 }
+
+func TestPhoneInboxIsBounded(t *testing.T) {
+	h := newHarnessWith(t, func(c *Config) { c.PhoneInboxLimit = 3 })
+	alice, _ := h.srv.CreatePhone("15550001111", "Alice")
+	bob, _ := h.srv.CreatePhone("15550002222", "Bob")
+	for i := 0; i < 5; i++ {
+		if _, err := alice.SendText(bob.JID(), fmt.Sprint(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	msgs := bob.Messages(0)
+	if len(msgs) != 3 || msgs[0].Seq != 3 || msgs[2].Seq != 5 || msgs[2].Text != "4" {
+		t.Fatalf("inbox %+v", msgs)
+	}
+	if got := bob.Messages(4); len(got) != 1 || got[0].Seq != 5 {
+		t.Fatalf("after=4: %+v", got)
+	}
+}

@@ -100,6 +100,16 @@ func (p *Phone) record(rm ReceivedMessage) {
 	p.seq++
 	rm.Seq = p.seq
 	p.inbox = append(p.inbox, rm)
+	if limit := p.srv.cfg.PhoneInboxLimit; len(p.inbox) > limit {
+		// Keep memory bounded under load: the oldest messages go (their
+		// seq numbers are never reused).
+		drop := len(p.inbox) - limit
+		for _, old := range p.inbox[:drop] {
+			delete(p.senders, old.ID)
+			delete(p.retries, old.ID)
+		}
+		p.inbox = append([]ReceivedMessage(nil), p.inbox[drop:]...)
+	}
 	p.mu.Unlock()
 }
 
@@ -156,6 +166,9 @@ func (p *Phone) receive(sender *device, msg *waBinary.Node, chat types.JID, encs
 
 func (p *Phone) sendRetryReceipt(sender *device, id string, ts int64) {
 	p.mu.Lock()
+	if len(p.retries) > maxSentRemembered {
+		clear(p.retries)
+	}
 	p.retries[id]++
 	count := p.retries[id]
 	p.mu.Unlock()
@@ -195,8 +208,8 @@ func (p *Phone) receiveReceipt(from *device, n *waBinary.Node, ids []string) {
 	}
 	p.mu.Lock()
 	for _, id := range ids {
-		if id == "" {
-			continue
+		if p.sent[id] == nil {
+			continue // not (or no longer) ours: keep memory bounded
 		}
 		// Never downgrade read to delivery.
 		if cur := p.receipts[id]; cur == "" || cur == "delivery" || typ != "delivery" {
@@ -285,14 +298,7 @@ func (p *Phone) Send(to types.JID, m *waE2E.Message) (string, error) {
 	}
 	id := "3A" + randomID(9)
 	ts := nowUnix()
-	p.mu.Lock()
-	p.sent[id] = &sentMessage{to: dst.jid(), m: m}
-	p.sentIDs = append(p.sentIDs, id)
-	if len(p.sentIDs) > maxSentRemembered {
-		delete(p.sent, p.sentIDs[0])
-		p.sentIDs = p.sentIDs[1:]
-	}
-	p.mu.Unlock()
+	p.remember(id, dst.jid(), m)
 	sum := phone.Describe(m)
 	if sum.Media != nil {
 		p.srv.media.remember(id, sum.Media.FileEncSHA256)
@@ -312,6 +318,22 @@ func (p *Phone) Send(to types.JID, m *waE2E.Message) (string, error) {
 		}
 	}
 	return id, nil
+}
+
+// remember keeps a sent message for retries, media retries and receipts;
+// the oldest of more than maxSentRemembered are forgotten.
+func (p *Phone) remember(id string, to types.JID, m *waE2E.Message) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.sent[id] = &sentMessage{to: to, m: m}
+	p.sentIDs = append(p.sentIDs, id)
+	if len(p.sentIDs) > maxSentRemembered {
+		old := p.sentIDs[0]
+		delete(p.sent, old)
+		delete(p.receipts, old)
+		delete(p.receiptTypes, old)
+		p.sentIDs = p.sentIDs[1:]
+	}
 }
 
 // companions lists an account's linked, not removed companion devices.
