@@ -1,0 +1,138 @@
+package session_test
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/amarula/amarula/msgstore"
+	"github.com/amarula/amarula/session"
+)
+
+// proxy is a loopback TCP relay in front of the simulator that a test can
+// cut (drop every live connection) and take down (refuse new ones).
+type proxy struct {
+	ln       net.Listener
+	target   string
+	down     atomic.Bool
+	accepted atomic.Int64
+	wg       sync.WaitGroup
+
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+}
+
+func newProxy(t *testing.T, target string) *proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	p.wg.Add(1)
+	go p.serve()
+	t.Cleanup(func() { _ = ln.Close(); p.cut(); p.wg.Wait() })
+	return p
+}
+
+func (p *proxy) url() string { return "ws://" + p.ln.Addr().String() + "/ws/chat" }
+
+func (p *proxy) serve() {
+	defer p.wg.Done()
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.accepted.Add(1)
+		if p.down.Load() {
+			_ = c.Close()
+			continue
+		}
+		up, err := net.Dial("tcp", p.target)
+		if err != nil {
+			_ = c.Close()
+			continue
+		}
+		p.track(c, up)
+		p.wg.Add(2)
+		go p.pipe(c, up)
+		go p.pipe(up, c)
+	}
+}
+
+func (p *proxy) track(cs ...net.Conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range cs {
+		p.conns[c] = struct{}{}
+	}
+}
+
+func (p *proxy) pipe(dst, src net.Conn) {
+	defer p.wg.Done()
+	_, _ = io.Copy(dst, src)
+	_ = dst.Close()
+	_ = src.Close()
+}
+
+// cut drops every live connection, as a network failure would.
+func (p *proxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		_ = c.Close()
+		delete(p.conns, c)
+	}
+}
+
+// TestReconnectAfterNetworkDrop: the network under a connected session
+// fails and stays down for a while: the session reports disconnected,
+// retries with a growing backoff (no tight loop), reconnects when the
+// network is back, and what the peer sent meanwhile arrives exactly once.
+func TestReconnectAfterNetworkDrop(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		p := newProxy(t, e.Srv.Addr())
+		cfg := e.config(1)
+		cfg.WhatsAppURL = p.url()
+		s := e.start(cfg)
+		e.LinkQR(t, s.QR)
+		waitState(t, s, session.StateConnected, 30*time.Second)
+
+		p.down.Store(true)
+		before := p.accepted.Load()
+		p.cut()
+		waitState(t, s, session.StateDisconnected, 10*time.Second)
+		var sent []string
+		for i := 0; i < 3; i++ {
+			id, err := e.peer.SendText(e.own.JID(), fmt.Sprintf("while the network is down %d", i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			sent = append(sent, id)
+		}
+		const downFor = 3 * time.Second
+		time.Sleep(downFor)
+		attempts := p.accepted.Load() - before
+		// Backoff 100 ms doubling to 1 s (±20 %): about 5–6 attempts in 3 s.
+		if attempts < 2 || attempts > 10 {
+			t.Fatalf("%d connection attempts in %s while down, want a bounded backoff (2..10)", attempts, downFor)
+		}
+		t.Logf("%d reconnect attempts in %s with the network down", attempts, downFor)
+		p.down.Store(false)
+		waitState(t, s, session.StateConnected, 10*time.Second)
+		for _, id := range sent {
+			e.waitMessage(s, id, nil)
+			if n := e.countEvents(msgstore.EventMessageReceived, id); n != 1 {
+				t.Fatalf("%d message.received events for %s", n, id)
+			}
+		}
+		if e.countEvents(msgstore.EventSessionDisconnected, "") == 0 {
+			t.Fatal("no session.disconnected event")
+		}
+	})
+}
