@@ -3,7 +3,6 @@ package k8s
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io/fs"
 	"net"
@@ -28,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 
+	"github.com/amarula/amarula/deploy"
 	"github.com/amarula/amarula/node"
 )
 
@@ -93,21 +93,12 @@ type problems []string
 
 func (p *problems) add(format string, a ...any) { *p = append(*p, fmt.Sprintf(format, a...)) }
 
-// nodeSettings returns the AMARULA_* names the node reads, taken from its
-// own --help output (the settings table in node/config.go).
+// nodeSettings returns the AMARULA_* names the node reads (its --help).
 func nodeSettings(t testing.TB) map[string]bool {
 	t.Helper()
-	var out bytes.Buffer
-	_, err := node.LoadConfig([]string{"--help"}, func(string) string { return "" }, &out)
-	if !errors.Is(err, node.ErrHelp) {
-		t.Fatalf("node --help: %v", err)
-	}
-	names := map[string]bool{}
-	for _, m := range regexp.MustCompile(`\bAMARULA_[A-Z0-9_]+\b`).FindAllString(out.String(), -1) {
-		names[m] = true
-	}
-	if len(names) < 10 {
-		t.Fatalf("node --help lists only %d AMARULA_ settings:\n%s", len(names), out.String())
+	names, err := deploy.NodeSettings()
+	if err != nil {
+		t.Fatal(err)
 	}
 	return names
 }
