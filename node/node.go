@@ -21,7 +21,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // Version is the build version, set with -ldflags "-X ...node.Version=…".
@@ -40,8 +39,8 @@ type Main struct {
 	mu       sync.Mutex
 	listener net.Listener
 	server   *http.Server
-	ready    func(context.Context) error
-	closers  []func(context.Context) error
+	parts    *parts
+	bg       sync.WaitGroup // background loops of the parts
 }
 
 // NewLogger builds the slog logger the config asks for.
@@ -97,44 +96,25 @@ func (m *Main) Open(ctx context.Context) error {
 	if err := m.ensureAdminKey(); err != nil {
 		return err
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = io.WriteString(w, `{"status":"ok"}`)
-	})
-	mux.HandleFunc("GET /readyz", m.serveReady)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry}))
-
 	l, err := net.Listen("tcp", m.Config.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", m.Config.Listen, err)
 	}
 	m.mu.Lock()
 	m.listener = l
+	m.mu.Unlock()
+	if err := m.openParts(ctx); err != nil {
+		_ = l.Close()
+		return err
+	}
+	m.mu.Lock()
 	m.server = &http.Server{
-		Handler:           mux,
+		Handler:           m.handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(m.Logger.Handler(), slog.LevelWarn),
 	}
 	m.mu.Unlock()
 	return nil
-}
-
-func (m *Main) serveReady(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "application/json")
-	m.mu.Lock()
-	ready := m.ready
-	m.mu.Unlock()
-	if ready != nil {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		if err := ready(ctx); err != nil {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintf(w, `{"error":{"code":"not_ready","message":%q}}`, err.Error())
-			return
-		}
-	}
-	_, _ = io.WriteString(w, `{"status":"ready"}`)
 }
 
 // ensureAdminKey generates an admin key when none is configured, keeps it in
@@ -162,8 +142,12 @@ func (m *Main) ensureAdminKey() error {
 	return nil
 }
 
+// listenerAddr returns the bound listen address ("" before Open).
+func (m *Main) listenerAddr() string { return m.Addr() }
+
 // Run serves until ctx is cancelled, then shuts down within the configured
-// timeout: stop accepting, stop sessions, flush, close backends.
+// timeout: drain (hand every profile off), stop accepting, stop sessions,
+// flush, close backends.
 func (m *Main) Run(ctx context.Context) error {
 	m.mu.Lock()
 	srv, l := m.server, m.listener
@@ -171,6 +155,9 @@ func (m *Main) Run(ctx context.Context) error {
 	if srv == nil {
 		return errors.New("node: Run before Open")
 	}
+	bgCtx, stopBG := context.WithCancel(context.Background())
+	defer stopBG()
+	m.startParts(bgCtx)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
 	m.Logger.Info("node serving", "addr", l.Addr().String(), "version", Version, "single_node", m.Config.SingleNode())
@@ -179,36 +166,39 @@ func (m *Main) Run(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
 	case serveErr = <-errc:
+		if errors.Is(serveErr, http.ErrServerClosed) {
+			serveErr = nil
+		}
 	}
-	return errors.Join(serveErr, m.shutdown())
+	return errors.Join(serveErr, m.shutdown(stopBG))
 }
 
-func (m *Main) shutdown() error {
+// shutdown drains, stops the HTTP server, stops the background loops and
+// closes every part, within Config.ShutdownTimeout.
+func (m *Main) shutdown(stopBG context.CancelFunc) error {
 	ctx, cancel := context.WithTimeout(context.Background(), m.Config.ShutdownTimeout)
 	defer cancel()
 	start := time.Now()
 	m.Logger.Info("shutting down", "budget", m.Config.ShutdownTimeout)
 	var errs []error
+	// Hand profiles off while the API still answers (forwarded requests
+	// find the new owner), within most of the budget.
+	dctx, dcancel := context.WithTimeout(ctx, m.Config.ShutdownTimeout*6/10)
+	if err := m.drain(dctx); err != nil {
+		errs = append(errs, fmt.Errorf("drain: %w", err))
+	}
+	dcancel()
 	m.mu.Lock()
 	srv := m.server
-	closers := m.closers
-	m.closers = nil
 	m.mu.Unlock()
 	if err := srv.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("http shutdown: %w", err))
 	}
-	for i := len(closers) - 1; i >= 0; i-- {
-		if err := closers[i](ctx); err != nil {
-			errs = append(errs, err)
-		}
+	stopBG()
+	m.bg.Wait()
+	if err := m.closeParts(ctx); err != nil {
+		errs = append(errs, err)
 	}
 	m.Logger.Info("shut down", "took", time.Since(start).Round(time.Millisecond))
 	return errors.Join(errs...)
-}
-
-// onClose registers a function run at shutdown, in reverse order.
-func (m *Main) onClose(f func(context.Context) error) {
-	m.mu.Lock()
-	m.closers = append(m.closers, f)
-	m.mu.Unlock()
 }
