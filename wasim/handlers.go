@@ -221,14 +221,28 @@ func (s *Server) bundleFor(jid types.JID) (*bundle, bool) {
 		return nil, false
 	}
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	if !d.linked || d.removed {
+		d.mu.Unlock()
 		return nil, false
 	}
 	b := &bundle{regID: d.regID, identity: d.identity, skeyID: d.skeyID, skey: d.skey, skeySig: d.skeySig}
-	b.pkID, b.pk, _ = d.takePreKey()
+	var took bool
+	b.pkID, b.pk, took = d.takePreKey()
+	left := d.preKeyCount()
+	c := d.conn
+	d.mu.Unlock()
+	if took && left < lowPreKeys && c != nil {
+		// Like the real server: ask the device to top up its prekeys
+		// (notification.go: handleEncryptNotification uploads when < 5).
+		_ = c.send(waBinary.Node{Tag: "notification", Attrs: waBinary.Attrs{
+			"from": types.ServerJID, "type": "encrypt", "id": randomID(8), "t": nowUnix(),
+		}, Content: []waBinary.Node{{Tag: "count", Attrs: waBinary.Attrs{"value": left}}}})
+	}
 	return b, true
 }
+
+// lowPreKeys is whatsmeow's MinPreKeyCount: below it a device uploads more.
+const lowPreKeys = 5
 
 func (s *Server) fetchBundles(users []waBinary.Node) []waBinary.Node {
 	out := make([]waBinary.Node, 0, len(users))

@@ -248,3 +248,21 @@ func TestPhoneInboxIsBounded(t *testing.T) {
 		t.Fatalf("after=4: %+v", got)
 	}
 }
+
+// When other devices use up a device's one-time prekeys the server asks it
+// to upload more, and the client does.
+func TestPreKeyTopUp(t *testing.T) {
+	s := newScenario(t)
+	h, c := s.harness, s.c
+	jid := *c.cli.Store.ID
+	d := h.srv.lookupDevice(jid)
+	d.mu.Lock()
+	d.prekeys = d.prekeys[:6*preKeyRecordSize] // pretend most were consumed
+	d.mu.Unlock()
+	for i := 0; i < 3; i++ {
+		if _, ok := h.srv.bundleFor(jid); !ok {
+			t.Fatal("no bundle")
+		}
+	}
+	poll(t, 10*time.Second, "client uploads more prekeys", func() bool { return h.srv.Devices()[0].PreKeys >= 50 })
+}
