@@ -49,10 +49,18 @@ func rawLogin(tb testing.TB, h *harness, d *device, noise *keys.KeyPair) *rawCli
 	return r
 }
 
+// Benchmarks here measure a fixed minimum batch whatever b.N is, so that
+// `-benchtime 1x` (scripts/bench.sh) still reports meaningful rates.
+const (
+	minRouteBatch  = 5000
+	minDeviceBatch = 2000
+)
+
 // BenchmarkRouteMessages measures companion-to-companion routing through
 // the server: decode, fan-out, queue, transport encryption, the server ack
 // to the sender and the receiver's receipt that dequeues the stanza.
 func BenchmarkRouteMessages(b *testing.B) {
+	n := max(b.N, minRouteBatch)
 	h := newHarness(b)
 	alice, _ := h.srv.CreatePhone("15550001111", "Alice")
 	bob, _ := h.srv.CreatePhone("15550002222", "Bob")
@@ -94,7 +102,7 @@ func BenchmarkRouteMessages(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	start := time.Now()
-	for i := 0; i < b.N; i++ {
+	for i := 0; i < n; i++ {
 		err := ra.sendNode(waBinary.Node{Tag: "message", Attrs: waBinary.Attrs{"id": "3EB0" + strconv.Itoa(i), "to": to, "type": "text"},
 			Content: []waBinary.Node{{Tag: "participants", Content: []waBinary.Node{{Tag: "to", Attrs: waBinary.Attrs{"jid": db.jid()},
 				Content: []waBinary.Node{{Tag: "enc", Attrs: waBinary.Attrs{"v": "2", "type": "msg"}, Content: enc}}}}}}})
@@ -102,10 +110,10 @@ func BenchmarkRouteMessages(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	poll(b, 60*time.Second, "all messages routed", func() bool { return received.Load() >= int64(b.N) && acked.Load() >= int64(b.N) })
+	poll(b, 120*time.Second, "all messages routed", func() bool { return received.Load() >= int64(n) && acked.Load() >= int64(n) })
 	elapsed := time.Since(start)
 	b.StopTimer()
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
+	b.ReportMetric(float64(n)/elapsed.Seconds(), "msgs/s")
 	poll(b, 10*time.Second, "queue drained", func() bool { return h.srv.Devices()[1].Queued == 0 })
 	ra.ws.CloseNow()
 	rb.ws.CloseNow()
@@ -126,8 +134,9 @@ func heapInUse() uint64 {
 // and holds the 812 one-time prekeys a fresh whatsmeow client uploads.
 func BenchmarkMemoryPerLinkedDevice(b *testing.B) {
 	h := newHarness(b)
+	n := max(b.N, minDeviceBatch)
 	before := heapInUse()
-	for i := 0; i < b.N; i++ {
+	for i := 0; i < n; i++ {
 		p, err := h.srv.CreatePhone(strconv.Itoa(1_000_000_000+i), "User")
 		if err != nil {
 			b.Fatal(err)
@@ -135,7 +144,7 @@ func BenchmarkMemoryPerLinkedDevice(b *testing.B) {
 		h.srv.addFakeDevice(p, keys.NewKeyPair(), 812)
 	}
 	b.StopTimer()
-	per := float64(heapInUse()-before) / float64(b.N)
+	per := float64(heapInUse()-before) / float64(n)
 	b.ReportMetric(per, "bytes/device")
 	b.ReportMetric(float64(1<<30)/per, "devices/GiB")
 }
@@ -145,12 +154,13 @@ func BenchmarkMemoryPerLinkedDevice(b *testing.B) {
 func BenchmarkMemoryPerCompanion(b *testing.B) {
 	h := newHarness(b)
 	p, _ := h.srv.CreatePhone("15550001111", "Alice")
+	n := max(b.N, minDeviceBatch)
 	before := heapInUse()
-	for i := 0; i < b.N; i++ {
+	for i := 0; i < n; i++ {
 		h.srv.addFakeDevice(p, keys.NewKeyPair(), 812)
 	}
 	b.StopTimer()
-	per := float64(heapInUse()-before) / float64(b.N)
+	per := float64(heapInUse()-before) / float64(n)
 	b.ReportMetric(per, "bytes/device")
 	b.ReportMetric(float64(1<<30)/per, "devices/GiB")
 }
