@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -265,4 +266,30 @@ func TestPreKeyTopUp(t *testing.T) {
 		}
 	}
 	poll(t, 10*time.Second, "client uploads more prekeys", func() bool { return h.srv.Devices()[0].PreKeys >= 50 })
+}
+
+// A message the client did not confirm (its handler failed, so whatsmeow
+// sent no receipt) stays queued and is delivered again after a reconnect;
+// with whatsmeow's decrypted-event buffer the retry decrypts.
+func TestUnconfirmedMessageRedeliveredAfterReconnect(t *testing.T) {
+	s := newScenario(t)
+	h, alice, bob, c := s.harness, s.alice, s.bob, s.c
+	c.cli.EnableDecryptedEventBuffer = true
+	var attempts atomic.Int32
+	c.cli.AddEventHandlerWithSuccessStatus(func(evt any) bool {
+		if m, ok := evt.(*events.Message); ok && m.Message.GetConversation() == "must not be lost" {
+			return attempts.Add(1) > 1 // fail the first time
+		}
+		return true
+	})
+	id, _ := bob.SendText(alice.JID(), "must not be lost")
+	poll(t, 10*time.Second, "first attempt", func() bool { return attempts.Load() == 1 })
+	if q := h.srv.Devices()[0].Queued; q != 1 {
+		t.Fatalf("queued = %d, want the unconfirmed message", q)
+	}
+	c.cli.Disconnect()
+	must(t, c.cli.Connect())
+	poll(t, 10*time.Second, "redelivery handled", func() bool { return attempts.Load() == 2 })
+	poll(t, 10*time.Second, "queue drained", func() bool { return h.srv.Devices()[0].Queued == 0 })
+	poll(t, 5*time.Second, "delivery receipt", func() bool { return bob.HasReceipt(id, "delivery") })
 }
