@@ -27,6 +27,8 @@ type (
 	}
 	// evHalt stops the session at once: a write was fenced.
 	evHalt struct{ err error }
+	// evStorageFailed: a storage call failed (not fenced).
+	evStorageFailed struct{ err error }
 )
 
 // Errors recorded as the reason a session rests.
@@ -172,6 +174,10 @@ func (s *Session) common(item any) (step, bool) {
 		return func() step { return s.logout(ev) }, true
 	case *events.PairSuccess:
 		s.onPaired(ev)
+	case evStorageFailed:
+		s.mu.Lock()
+		s.storageDown = false
+		s.mu.Unlock()
 	}
 	return nil, false
 }
@@ -301,6 +307,10 @@ func (s *Session) limit() (step, bool) {
 // connect opens the connection of a paired device.
 func (s *Session) connect() step {
 	s.setState(StateConnecting, nil)
+	if err := s.pingStorage(); err != nil {
+		s.log.Warn("storage unreachable; not connecting yet", "err", err)
+		return s.reconnect
+	}
 	if next, ok := s.limit(); ok {
 		return next
 	}
@@ -314,6 +324,13 @@ func (s *Session) connect() step {
 
 // loginTimeout bounds the wait for Connected after a connection opened.
 const loginTimeout = time.Minute
+
+// pingStorage checks the backend before a connection is opened.
+func (s *Session) pingStorage() error {
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.StoreTimeout)
+	defer cancel()
+	return s.st.Ping(ctx)
+}
 
 // online runs while the connection is up (or logging in).
 func (s *Session) online() step {
@@ -346,6 +363,12 @@ func (s *Session) online() step {
 			s.mu.Unlock()
 		case *events.Disconnected:
 			s.emit(msgstore.EventSessionDisconnected, map[string]any{"reason": "connection lost"})
+			return s.reconnect
+		case evStorageFailed:
+			// Stop taking messages we cannot store; WhatsApp keeps them
+			// queued until we are back (connect waits for storage).
+			s.log.Warn("storage failing; dropping the connection until it answers", "err", ev.err)
+			s.client().Disconnect()
 			return s.reconnect
 		case *events.PairError:
 			s.log.Warn("pairing failed after scan", "err", ev.Error)

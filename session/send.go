@@ -148,6 +148,18 @@ func (s *Session) Send(ctx context.Context, req SendRequest) (SendResult, error)
 	return SendResult{ID: resp.ID, Timestamp: resp.Timestamp.Unix(), Status: msgstore.StatusSent, Message: res.Message}, nil
 }
 
+// storageFailed is called by the storage watcher on a backend failure; the
+// supervisor drops the connection (see watchedStore).
+func (s *Session) storageFailed(err error) {
+	s.mu.Lock()
+	queued := s.storageDown
+	s.storageDown = true
+	s.mu.Unlock()
+	if !queued {
+		s.push(evStorageFailed{err: err})
+	}
+}
+
 // fenced is called by the storage watcher on the first write refused with
 // ErrFenced: from then on nothing is acknowledged or written, and the
 // supervisor halts.

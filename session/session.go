@@ -232,6 +232,7 @@ type Session struct {
 	jid, lid       types.JID // own identity (empty until paired), kept here so no
 	pushName       string    // reader races whatsmeow's writes to its device
 	closing        bool      // draining: refuse new message handling
+	storageDown    bool      // a storage failure is queued to the supervisor
 	failures       int       // consecutive failed connection attempts
 }
 
@@ -255,7 +256,7 @@ func New(cfg Config) (*Session, error) {
 	}
 	// Every write of the session (ours and whatsmeow's) goes through the
 	// watcher: a fenced write anywhere halts the session.
-	st := &fenceWatch{Store: cfg.Store, onFenced: s.fenced}
+	st := &watchedStore{Store: cfg.Store, onFenced: s.fenced, onFailure: s.storageFailed}
 	container, err := signal.New(st, cfg.Profile, cfg.Token, newWALogger(s.log, cfg.WhatsmeowLogLevel))
 	if err != nil {
 		return nil, fmt.Errorf("session %s: %w", cfg.Profile, err)
