@@ -112,20 +112,16 @@ func fillContent(m *Message, msg *waE2E.Message) {
 	case msg.ImageMessage != nil:
 		x := msg.GetImageMessage()
 		m.Type, m.Text = TypeMedia, x.GetCaption()
-		m.ReplyTo = x.GetContextInfo().GetStanzaID()
-		m.Media = &Media{Kind: KindImage, Mime: x.GetMimetype(), Caption: x.GetCaption(),
-			URL: x.GetURL(), DirectPath: x.GetDirectPath(), MediaKey: x.GetMediaKey(),
-			FileEncSHA256: x.GetFileEncSHA256(), FileSHA256: x.GetFileSHA256(), FileLength: x.GetFileLength()}
+		setMedia(m, KindImage, x)
+		m.Media.Caption = x.GetCaption()
 	case msg.VideoMessage != nil || msg.PtvMessage != nil:
 		x := msg.GetVideoMessage()
 		if x == nil {
 			x = msg.GetPtvMessage()
 		}
 		m.Type, m.Text = TypeMedia, x.GetCaption()
-		m.ReplyTo = x.GetContextInfo().GetStanzaID()
-		m.Media = &Media{Kind: KindVideo, Mime: x.GetMimetype(), Caption: x.GetCaption(),
-			URL: x.GetURL(), DirectPath: x.GetDirectPath(), MediaKey: x.GetMediaKey(),
-			FileEncSHA256: x.GetFileEncSHA256(), FileSHA256: x.GetFileSHA256(), FileLength: x.GetFileLength()}
+		setMedia(m, KindVideo, x)
+		m.Media.Caption = x.GetCaption()
 	case msg.AudioMessage != nil:
 		x := msg.GetAudioMessage()
 		kind := KindAudio
@@ -133,28 +129,18 @@ func fillContent(m *Message, msg *waE2E.Message) {
 			kind = KindVoice
 		}
 		m.Type = TypeMedia
-		m.ReplyTo = x.GetContextInfo().GetStanzaID()
-		m.Media = &Media{Kind: kind, Mime: x.GetMimetype(),
-			URL: x.GetURL(), DirectPath: x.GetDirectPath(), MediaKey: x.GetMediaKey(),
-			FileEncSHA256: x.GetFileEncSHA256(), FileSHA256: x.GetFileSHA256(), FileLength: x.GetFileLength()}
+		setMedia(m, kind, x)
 	case msg.DocumentMessage != nil:
 		x := msg.GetDocumentMessage()
 		m.Type, m.Text = TypeMedia, x.GetCaption()
-		m.ReplyTo = x.GetContextInfo().GetStanzaID()
-		name := x.GetFileName()
-		if name == "" {
-			name = x.GetTitle()
+		setMedia(m, KindDocument, x)
+		m.Media.Caption, m.Media.FileName = x.GetCaption(), x.GetFileName()
+		if m.Media.FileName == "" {
+			m.Media.FileName = x.GetTitle()
 		}
-		m.Media = &Media{Kind: KindDocument, Mime: x.GetMimetype(), Caption: x.GetCaption(), FileName: name,
-			URL: x.GetURL(), DirectPath: x.GetDirectPath(), MediaKey: x.GetMediaKey(),
-			FileEncSHA256: x.GetFileEncSHA256(), FileSHA256: x.GetFileSHA256(), FileLength: x.GetFileLength()}
 	case msg.StickerMessage != nil:
-		x := msg.GetStickerMessage()
 		m.Type = TypeSticker
-		m.ReplyTo = x.GetContextInfo().GetStanzaID()
-		m.Media = &Media{Kind: KindSticker, Mime: x.GetMimetype(),
-			URL: x.GetURL(), DirectPath: x.GetDirectPath(), MediaKey: x.GetMediaKey(),
-			FileEncSHA256: x.GetFileEncSHA256(), FileSHA256: x.GetFileSHA256(), FileLength: x.GetFileLength()}
+		setMedia(m, KindSticker, msg.GetStickerMessage())
 	case msg.ReactionMessage != nil:
 		x := msg.GetReactionMessage()
 		m.Type, m.TargetID, m.Reaction = TypeReaction, x.GetKey().GetID(), x.GetText()
@@ -211,12 +197,30 @@ func fillContent(m *Message, msg *waE2E.Message) {
 	default:
 		m.RawType = rawType(msg)
 	}
-	if m.Media != nil {
-		m.Media.State = MediaPending
-		m.Media.Size = int64(m.Media.FileLength)
-		if len(m.Media.FileSHA256) > 0 {
-			m.Media.SHA256 = hex.EncodeToString(m.Media.FileSHA256)
-		}
+}
+
+// downloadable is what every WhatsApp media message carries.
+type downloadable interface {
+	GetURL() string
+	GetDirectPath() string
+	GetMediaKey() []byte
+	GetFileEncSHA256() []byte
+	GetFileSHA256() []byte
+	GetFileLength() uint64
+	GetMimetype() string
+	GetContextInfo() *waE2E.ContextInfo
+}
+
+// setMedia sets m's media descriptor (state pending: the media worker
+// downloads it) and the quoted message id.
+func setMedia(m *Message, kind string, x downloadable) {
+	m.ReplyTo = x.GetContextInfo().GetStanzaID()
+	m.Media = &Media{Kind: kind, Mime: x.GetMimetype(), State: MediaPending,
+		URL: x.GetURL(), DirectPath: x.GetDirectPath(), MediaKey: x.GetMediaKey(),
+		FileEncSHA256: x.GetFileEncSHA256(), FileSHA256: x.GetFileSHA256(), FileLength: x.GetFileLength(),
+		Size: int64(x.GetFileLength())}
+	if sum := x.GetFileSHA256(); len(sum) > 0 {
+		m.Media.SHA256 = hex.EncodeToString(sum)
 	}
 }
 
