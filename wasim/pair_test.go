@@ -138,3 +138,26 @@ func TestDeviceListChangeReachesCachingClients(t *testing.T) {
 		waitEvent[*events.Message](c, 10*time.Second, func(m *events.Message) bool { return m.Info.ID == resp.ID })
 	}
 }
+
+func TestIsOnWhatsAppAndUserInfo(t *testing.T) {
+	s := newScenario(t)
+	bob, c, ctx := s.bob, s.c, s.ctx
+	res, err := c.cli.IsOnWhatsApp(ctx, []string{"+15550002222", "+19999999999"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, r := range res {
+		got[r.JID.User] = r.IsIn
+	}
+	if !got["15550002222"] || got["19999999999"] {
+		t.Fatalf("IsOnWhatsApp %+v", res)
+	}
+	info, err := c.cli.GetUserInfo(ctx, []types.JID{bob.JID()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ui := info[bob.JID()]; ui.LID != bob.LID() || len(ui.Devices) != 1 {
+		t.Fatalf("GetUserInfo %+v", info)
+	}
+}
