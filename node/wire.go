@@ -34,6 +34,8 @@ type parts struct {
 	leases     lease.Manager
 	membership *cluster.Membership
 	registry   *registry.Registry
+	mirror     *stateMirror
+	router     *router
 	webhooks   *webhook.Manager
 	runner     *runner
 	reconciler *cluster.Reconciler
@@ -178,20 +180,23 @@ func (m *Main) openParts(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	p.mirror = newStateMirror(p.store, m.Logger)
 	p.registry, err = registry.New(registry.Config{
 		Node:   m.Config.NodeName,
 		Store:  p.store,
 		Leases: p.leases,
 		Logger: m.Logger,
 		Session: session.Config{
-			WhatsAppURL: m.Config.WhatsAppURL,
-			RootKey:     rootKey,
-			Logger:      m.Logger,
+			WhatsAppURL:   m.Config.WhatsAppURL,
+			RootKey:       rootKey,
+			Logger:        m.Logger,
+			OnStateChange: p.mirror.changed,
 		},
 	})
 	if err != nil {
 		return err
 	}
+	p.mirror.reg = p.registry
 	target := webhook.CatalogTarget(p.catalog)
 	p.webhooks = webhook.NewManager(webhook.ManagerConfig{
 		Log: p.store, KV: p.store, Target: target, Logger: m.Logger,
@@ -208,22 +213,44 @@ func (m *Main) openParts(ctx context.Context) (err error) {
 	}
 	p.reconciler = cluster.NewReconciler(cc, p.membership, p.leases, p.catalog, p.runner)
 
+	var ownersOf func(ctx context.Context) (map[string]string, error)
+	var remote ownerLookup
+	if ol, ok := p.leases.(interface {
+		Owners(ctx context.Context) (map[string]string, error)
+	}); ok && !m.Config.SingleNode() {
+		ownersOf, remote = ol.Owners, p.leases
+	}
 	p.api, err = api.New(api.Config{
-		AdminKey:   m.Config.AdminKey,
-		Profiles:   p.catalog,
-		Sessions:   p.registry,
-		Owners:     p.registry,
-		Messages:   p.registry.Messages(),
-		Events:     p.store,
-		KV:         p.store,
-		Fences:     p.store,
-		Webhooks:   &webhook.DeadLetters{KV: p.store, Token: p.store.Fence, Target: target, Logger: m.Logger},
-		Readiness:  api.ReadyFunc(m.readiness),
+		AdminKey:  m.Config.AdminKey,
+		Profiles:  p.catalog,
+		Sessions:  &clusterSessions{Registry: p.registry, store: p.store, owners: remote},
+		Owners:    p.registry,
+		Messages:  p.registry.Messages(),
+		Events:    p.store,
+		KV:        p.store,
+		Fences:    p.store,
+		Webhooks:  &webhook.DeadLetters{KV: p.store, Token: p.store.Fence, Target: target, Logger: m.Logger},
+		Readiness: api.ReadyFunc(m.readiness),
+		Cluster: &clusterView{members: p.membership.Members, catalog: p.catalog, owners: ownersOf,
+			self: m.Config.NodeName, selfLoad: func() int { return len(p.registry.List()) }},
+		Move:       &moveHandler{move: p.reconciler.Move},
 		Gatherer:   m.Registry,
 		Registerer: m.Registry,
 		Logger:     m.Logger,
+		Errors: []api.ErrorMapping{
+			{Err: registry.ErrNotFound, Status: http.StatusServiceUnavailable, Code: "no_session"},
+			{Err: registry.ErrRunning, Status: http.StatusConflict, Code: "already_running"},
+			{Err: registry.ErrClosed, Status: http.StatusServiceUnavailable, Code: "unavailable"},
+			{Err: lease.ErrHeld, Status: http.StatusConflict, Code: "owned_elsewhere"},
+			{Err: lease.ErrLost, Status: http.StatusServiceUnavailable, Code: "no_lease"},
+		},
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	p.router = &router{self: m.Config.NodeName, next: p.api, owners: p.leases, members: p.membership.Members,
+		single: m.Config.SingleNode(), client: http.DefaultTransport}
+	return nil
 }
 
 // rootKey parses the simulator root key, if any.
@@ -268,6 +295,11 @@ func (m *Main) startParts(ctx context.Context) {
 		if _, err := p.membership.Join(ctx); err != nil && !m.Config.SingleNode() {
 			m.Logger.Warn("gossip join: no seed reachable yet; retrying in the background", "err", err)
 		}
+	}()
+	m.bg.Add(1)
+	go func() {
+		defer m.bg.Done()
+		p.mirror.run(ctx)
 	}()
 	m.bg.Add(1)
 	go func() {
@@ -338,4 +370,4 @@ func (m *Main) closeParts(ctx context.Context) error {
 }
 
 // handler is the node's HTTP handler.
-func (m *Main) handler() http.Handler { return m.parts.api }
+func (m *Main) handler() http.Handler { return m.parts.router }
