@@ -59,14 +59,14 @@ func Normalize(evt *events.Message) Message {
 	case info.IsFromMe:
 		m.To = m.Chat
 	}
-	msg := evt.Message
-	if msg == nil {
-		msg = evt.RawMessage
+	if evt.Message == nil && evt.RawMessage != nil {
+		cp := *evt // not unwrapped yet (e.g. built by hand): unwrap a copy
+		evt = cp.UnwrapRaw()
 	}
-	if msg == nil {
+	if evt.Message == nil {
 		return m
 	}
-	fillContent(&m, msg)
+	fillContent(&m, evt.Message)
 	if evt.IsEdit && m.Type != TypeEdit && m.Type != TypeRevoke {
 		// An edit whose inner message was not a MESSAGE_EDIT protocol
 		// message (should not happen): keep it as unknown rather than as
@@ -274,10 +274,11 @@ func rawType(msg *waE2E.Message) string {
 // state key shares, ephemeral settings…) and messages that only distribute
 // a sender key. The session acknowledges them without storing them.
 func IsControl(evt *events.Message) bool {
-	msg := evt.Message
-	if msg == nil {
-		msg = evt.RawMessage
+	if evt.Message == nil && evt.RawMessage != nil {
+		cp := *evt
+		evt = cp.UnwrapRaw()
 	}
+	msg := evt.Message
 	if msg == nil {
 		return true
 	}

@@ -182,6 +182,20 @@ func TestNormalizeAddressing(t *testing.T) {
 	}
 }
 
+func TestNormalizeUnwrapsRaw(t *testing.T) {
+	evt := &events.Message{
+		Info: types.MessageInfo{MessageSource: types.MessageSource{Chat: peer, Sender: peerDev}, ID: "W", Timestamp: t0},
+		RawMessage: &waE2E.Message{EphemeralMessage: &waE2E.FutureProofMessage{Message: &waE2E.Message{
+			Conversation: proto.String("inside")}}},
+	}
+	if m := Normalize(evt); m.Type != TypeText || m.Text != "inside" {
+		t.Fatalf("not unwrapped: %+v", m)
+	}
+	if evt.Message != nil {
+		t.Fatal("Normalize modified its argument")
+	}
+}
+
 func TestIsControl(t *testing.T) {
 	tests := []struct {
 		name string
