@@ -16,6 +16,14 @@ func (s *Server) routeMessage(c *conn, n *waBinary.Node) {
 		_ = c.send(waBinary.Node{Tag: "ack", Attrs: waBinary.Attrs{"class": "message", "id": id, "error": "400"}})
 		return
 	}
+	if to.Server != types.DefaultUserServer && to.Server != types.HiddenUserServer {
+		// Groups, broadcasts and newsletters are not simulated: fail the
+		// send at once (any non-zero ack error does) instead of routing
+		// it as a DM.
+		s.logUnknownOnce("message-to:" + to.Server)
+		_ = c.send(waBinary.Node{Tag: "ack", Attrs: waBinary.Attrs{"class": "message", "id": id, "error": "501"}})
+		return
+	}
 	ts := nowUnix()
 	if parts, ok := n.GetOptionalChildByTag("participants"); ok {
 		for _, p := range parts.GetChildren() {
