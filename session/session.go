@@ -1,14 +1,49 @@
 // Package session runs one profile's WhatsApp session: a whatsmeow client
-// over the profile's Signal store (package signal), its lifecycle (pairing
-// by QR or phone code, connect, reconnect with backoff, 440 conflict, 401
-// logout, fencing), the receive pipeline that stores every message and
-// appends its event before WhatsApp gets the ack, and sending.
+// over the profile's Signal store (package signal), its lifecycle, the
+// receive pipeline and sending.
+//
+// # Lifecycle
 //
 // A Session owns exactly one supervisor goroutine (started by Start,
 // stopped and waited for by Stop) that alone connects and disconnects the
-// client. whatsmeow's callbacks never block on anything but the storage
-// transaction of a message or receipt; every other event is queued to the
-// supervisor.
+// client. States (design.md §4): a profile without credentials runs QR
+// rounds (state pairing; codes rotate, each one is a session.qr event and
+// is kept for QR) or phone-code pairing (PairPhone), then connecting →
+// connected. A lost connection is disconnected and reconnects after an
+// exponential backoff with jitter (Config.Reconnect; optionally paced by
+// Config.ConnectLimiter). whatsmeow's own auto-reconnect is off.
+//
+//   - 440 stream replaced: state conflict, event session.conflict, no
+//     reconnect until Connect (unless the lease is already gone: then it is
+//     a hand-off and the session just stops).
+//   - 401 logged out: state logged_out, Signal credentials wiped, event
+//     session.logged_out; Connect starts a new pairing.
+//   - storage.ErrFenced from any write (ours or whatsmeow's), or the
+//     grant's Done closing: the session stops at once, writes nothing more
+//     and does not reconnect (Err tells why).
+//   - any other storage failure: the connection is dropped and reopened
+//     only once storage answers a Ping again, so WhatsApp keeps what could
+//     not be stored queued.
+//
+// # Receive pipeline
+//
+// The client runs with SynchronousAck and EnableDecryptedEventBuffer. For
+// every message the handler normalises it (msgstore.Normalize), stores it
+// and appends its event (message.received, message.edited,
+// message.revoked, message.reaction) in one storage transaction, deduped on
+// the message id, and only then returns true, which lets whatsmeow
+// acknowledge it. A failed write returns false: no ack, WhatsApp
+// redelivers, and the decrypted plaintext waiting in the event buffer makes
+// the redelivery decrypt again. Receipts for own messages become
+// message.ack events and status updates the same way; a history sync
+// seeds the store with one history.synced event. whatsmeow's callbacks
+// never block on anything but these storage writes; every other event is
+// queued to the supervisor.
+//
+// Known limit (whatsmeow, pinned): a message whose decryption transaction
+// itself fails is acknowledged together with a retry receipt, so its
+// recovery relies on the sender's retry; the storage watcher drops the
+// connection at the first failure to keep that window small.
 //
 // The package never decides who owns a profile (package lease does) and
 // never runs two clients for one Session.
