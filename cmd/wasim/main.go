@@ -1,6 +1,7 @@
 // Command wasim runs the WhatsApp Web server simulator on loopback.
 //
 //	wasim --addr 127.0.0.1:9800 [--root-key <64 hex chars>] [--log-level info]
+//	      [--idle-timeout 90s] [--replace-grace 200ms] [--close-delay 500ms]
 //
 // It prints one line with the websocket URL and the root public key, then
 // serves until SIGINT/SIGTERM.
@@ -9,6 +10,7 @@ package main
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -31,7 +33,14 @@ func run(args []string) error {
 	addr := fs.String("addr", "127.0.0.1:9800", "listen address")
 	rootKey := fs.String("root-key", os.Getenv("WASIM_ROOT_PRIVATE_KEY"), "hex X25519 private key of the certificate root (default: random)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
+	def := wasim.DefaultConfig()
+	idle := fs.Duration("idle-timeout", def.IdleTimeout, "drop a connection that sent nothing for this long")
+	grace := fs.Duration("replace-grace", def.ReplaceGrace, "wait this long for an older connection of the same device to close before sending 440 replaced")
+	closeDelay := fs.Duration("close-delay", def.StreamErrorCloseDelay, "delay between a terminal stream error and closing the socket")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
 		return err
 	}
 	var lvl slog.Level
@@ -39,8 +48,11 @@ func run(args []string) error {
 		return fmt.Errorf("--log-level: %w", err)
 	}
 	cfg := wasim.Config{
-		Addr:   *addr,
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})),
+		Addr:                  *addr,
+		Logger:                slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})),
+		IdleTimeout:           *idle,
+		ReplaceGrace:          *grace,
+		StreamErrorCloseDelay: *closeDelay,
 	}
 	if *rootKey != "" {
 		b, err := hex.DecodeString(*rootKey)
