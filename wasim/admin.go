@@ -27,6 +27,7 @@ func (s *Server) adminRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /admin/phones/{phone}/messages", s.adminSend)
 	mux.HandleFunc("GET /admin/phones/{phone}/messages", s.adminMessages)
 	mux.HandleFunc("POST /admin/phones/{phone}/history-sync", s.adminHistorySync)
+	mux.HandleFunc("POST /admin/phones/{phone}/read", s.adminRead)
 	mux.HandleFunc("DELETE /admin/phones/{phone}/devices/{device}", s.adminUnlink)
 	mux.HandleFunc("POST /admin/media/expire", s.adminExpire)
 	mux.HandleFunc("GET /admin/devices", func(w http.ResponseWriter, r *http.Request) {
@@ -48,7 +49,7 @@ func writeErr(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, ErrInvalidRequest), errors.Is(err, ErrQRMismatch):
 		status = http.StatusBadRequest
-	case errors.Is(err, ErrUnknownPhone), errors.Is(err, ErrUnknownDevice), errors.Is(err, ErrUnknownRef),
+	case errors.Is(err, ErrUnknownPhone), errors.Is(err, ErrUnknownDevice), errors.Is(err, ErrUnknownRef), errors.Is(err, ErrUnknownMessage),
 		errors.Is(err, ErrNoCodePairing), errors.Is(err, mediastore.ErrNotFound):
 		status = http.StatusNotFound
 	case errors.Is(err, ErrPhoneExists):
@@ -280,4 +281,24 @@ func (s *Server) adminHistorySync(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"id": id})
+}
+
+func (s *Server) adminRead(w http.ResponseWriter, r *http.Request) {
+	p, err := s.phoneFromPath(r)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	var req struct {
+		ID string `json:"id"`
+	}
+	if err := decodeBody(r, &req); err != nil {
+		writeErr(w, err)
+		return
+	}
+	if err := p.MarkRead(req.ID); err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"read": req.ID})
 }

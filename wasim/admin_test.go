@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"go.mau.fi/whatsmeow/proto/waE2E"
+	"go.mau.fi/whatsmeow/types"
 	"go.mau.fi/whatsmeow/types/events"
 	"google.golang.org/protobuf/proto"
 )
@@ -134,6 +135,22 @@ func TestAdminAPI(t *testing.T) {
 		}
 		return false
 	})
+	// Bob's phone reads it: the client gets a read receipt.
+	var hiBob string
+	for _, m := range msgs {
+		if m.Text == "hi bob" {
+			hiBob = m.ID
+		}
+	}
+	if code := a.do("POST", "/admin/phones/15550002222/read", map[string]string{"id": hiBob}, nil); code != 200 {
+		t.Fatalf("read: %d", code)
+	}
+	waitEvent[*events.Receipt](c, 10*time.Second, func(r *events.Receipt) bool {
+		return r.Type == types.ReceiptTypeRead && len(r.MessageIDs) == 1 && r.MessageIDs[0] == hiBob
+	})
+	if code := a.do("POST", "/admin/phones/15550002222/read", map[string]string{"id": "nope"}, nil); code != http.StatusNotFound {
+		t.Fatalf("read of unknown message: %d", code)
+	}
 	last := msgs[len(msgs)-1].Seq
 	var none []ReceivedMessage
 	a.do("GET", "/admin/phones/15550002222/messages?after="+url.QueryEscape(itoa(last)), nil, &none)

@@ -24,6 +24,7 @@ var (
 	ErrUnknownDevice  = errors.New("wasim: unknown device")
 	ErrPhoneExists    = errors.New("wasim: phone already exists")
 	ErrInvalidRequest = errors.New("wasim: invalid request")
+	ErrUnknownMessage = errors.New("wasim: unknown message")
 )
 
 const numRefs = 6

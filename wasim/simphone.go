@@ -411,7 +411,7 @@ func (p *Phone) MarkRead(id string) error {
 	from, ok := p.senders[id]
 	p.mu.Unlock()
 	if !ok {
-		return fmt.Errorf("%w: message %s", ErrInvalidRequest, id)
+		return fmt.Errorf("%w: message %s", ErrUnknownMessage, id)
 	}
 	d := p.srv.lookupDevice(from)
 	if d == nil {
