@@ -546,3 +546,45 @@ func TestClusterEtcdFreezeStopsEverythingThenRecovers(t *testing.T) {
 	stopCheck()
 	assertNoViolations(t, h)
 }
+
+// TestClusterMassFailureWithoutQuorum: two of three nodes crash. Once the
+// survivor sees both dead it has no quorum (it could be a cut-off
+// minority), so it revokes nothing more; the dead leases expire after their
+// TTL and, once the profiles have been unowned for MinorityGrace, the
+// survivor takes them all. (While it still saw one of them alive it had
+// quorum, and revoking the one seen dead was legitimate.)
+func TestClusterMassFailureWithoutQuorum(t *testing.T) {
+	h := newHarness(t)
+	h.ttl = 3 * time.Second
+	profiles := createProfiles(t, h.catalog, 12)
+	stopCheck := h.checker(time.Minute)
+	defer stopCheck()
+	h.start("n1")
+	h.start("n2", "n1")
+	n3 := h.start("n3", "n1")
+	if err := testenv.WaitFor(20*time.Second, func() error { return h.settled(profiles, []string{"n1", "n2", "n3"}, true) }); err != nil {
+		t.Fatal(err)
+	}
+	crashed := time.Now()
+	h.crash("n1")
+	h.crash("n2")
+	if err := testenv.WaitFor(10*time.Second, func() error {
+		if s := states(n3.ms); s["n1"] != StateDead || s["n2"] != StateDead {
+			return fmt.Errorf("n3 sees %v", s)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	revoked := counterValue(n3.cfg.Metrics.Revocations)
+	if err := testenv.WaitFor(20*time.Second, func() error { return h.settled(profiles, []string{"n3"}, false) }); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("2 of 3 crashed → the survivor owns all %d after %s (TTL %s, minority grace %s, %v revocations while it still had quorum)",
+		len(profiles), time.Since(crashed).Round(time.Millisecond), h.ttl, n3.cfg.MinorityGrace, revoked)
+	if got := counterValue(n3.cfg.Metrics.Revocations); got != revoked {
+		t.Fatalf("the survivor revoked leases without quorum: %v → %v", revoked, got)
+	}
+	stopCheck()
+	assertNoViolations(t, h)
+}

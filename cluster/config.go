@@ -47,6 +47,11 @@ type Config struct {
 	// (AMARULA_GOSSIP_ADVERTISE); empty means memberlist's choice.
 	AdvertiseAddr string
 	AdvertisePort int
+	// GossipKey, if set, encrypts and authenticates gossip (AES, 16, 24 or
+	// 32 bytes); every member needs the same key. Without it the gossip
+	// port must be private. (Safety never rests on gossip: a forged member
+	// can disturb placement, not ownership.)
+	GossipKey []byte
 	// Join lists seed members (AMARULA_JOIN): "host:port", "host" (the
 	// gossip port is assumed), or a DNS name resolving to several
 	// addresses (a Kubernetes headless service); every address is tried.
@@ -102,6 +107,12 @@ type Config struct {
 	// node's lease after this long, every survivor with quorum tries.
 	// Default 3s.
 	RevokeFallback time.Duration
+	// MinorityGrace: a node that does not see a quorum of the members it
+	// knows (it may be the cut-off minority) acquires only profiles that
+	// have been unowned for this long — the majority, if it exists, takes
+	// freed profiles well before. So a partitioned minority does not churn,
+	// and survivors of a mass failure still take over. Default 30s.
+	MinorityGrace time.Duration
 	// StopTimeout bounds Runner.Stop during a hand-off. Default 5s.
 	StopTimeout time.Duration
 	// DrainParallelism bounds concurrent hand-offs in Drain. Default 64.
@@ -134,6 +145,7 @@ func DefaultConfig(node string) Config {
 		JoinGrace:         3 * time.Second,
 		UnownedGrace:      3 * time.Second,
 		RevokeFallback:    3 * time.Second,
+		MinorityGrace:     30 * time.Second,
 		StopTimeout:       5 * time.Second,
 		DrainParallelism:  64,
 		DeadForget:        5 * time.Minute,
@@ -162,6 +174,7 @@ func (c Config) withDefaults() Config {
 	setDur(&c.JoinGrace, d.JoinGrace)
 	setDur(&c.RevokeFallback, d.RevokeFallback)
 	setDur(&c.StopTimeout, d.StopTimeout)
+	setDur(&c.MinorityGrace, d.MinorityGrace)
 	setDur(&c.DeadForget, d.DeadForget)
 	if c.SuspicionMult <= 0 {
 		c.SuspicionMult = d.SuspicionMult
@@ -199,6 +212,8 @@ func (c Config) validate() error {
 		return errors.New("cluster: Node is required")
 	case c.ProbeTimeout >= c.ProbeInterval:
 		return fmt.Errorf("cluster: ProbeTimeout %s must be below ProbeInterval %s", c.ProbeTimeout, c.ProbeInterval)
+	case len(c.GossipKey) != 0 && len(c.GossipKey) != 16 && len(c.GossipKey) != 24 && len(c.GossipKey) != 32:
+		return fmt.Errorf("cluster: GossipKey must be 16, 24 or 32 bytes, got %d", len(c.GossipKey))
 	case c.BindPort < 0 || c.BindPort > 65535:
 		return fmt.Errorf("cluster: bad BindPort %d", c.BindPort)
 	}

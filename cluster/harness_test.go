@@ -224,6 +224,7 @@ func testConfig(name string) Config {
 	cfg.SettlePeriod = time.Second
 	cfg.MoveRate, cfg.MoveBurst = 4, 2
 	cfg.RevokeFallback = 2 * time.Second
+	cfg.MinorityGrace = 1500 * time.Millisecond
 	cfg.APIAddr = "http://" + name + ".test"
 	cfg.Metrics = NewMetrics(nil)
 	return cfg

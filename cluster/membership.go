@@ -95,6 +95,9 @@ func NewMembership(cfg Config) (*Membership, error) {
 	}
 	mc.ProbeInterval, mc.ProbeTimeout, mc.SuspicionMult = cfg.ProbeInterval, cfg.ProbeTimeout, cfg.SuspicionMult
 	mc.GossipInterval = cfg.GossipInterval
+	if len(cfg.GossipKey) > 0 {
+		mc.SecretKey = cfg.GossipKey
+	}
 	mc.Delegate = (*delegate)(m)
 	mc.Events = (*events)(m)
 	mc.Logger = log.New(io.Discard, "", 0)

@@ -342,7 +342,10 @@ func (r *Reconciler) pass(ctx context.Context) time.Duration {
 			}
 			continue
 		}
-		if !acquiring || !leaseOK || !quorum || !r.joined || !r.shouldTry(id, rank, now) {
+		if !acquiring || !leaseOK || !r.joined || !r.shouldTry(id, rank, now) {
+			continue
+		}
+		if !quorum && !r.unownedFor(id, now, r.cfg.MinorityGrace) {
 			continue
 		}
 		if r.connect.Tokens() < 1 {
@@ -399,8 +402,14 @@ func (r *Reconciler) shouldTry(id string, rank []string, now time.Time) bool {
 	if pos == 0 {
 		return true
 	}
+	return r.unownedFor(id, now, time.Duration(pos)*r.cfg.UnownedGrace)
+}
+
+// unownedFor reports whether the owner listing has shown id unowned for
+// at least d (false without a listing).
+func (r *Reconciler) unownedFor(id string, now time.Time, d time.Duration) bool {
 	since, ok := r.unowned[id]
-	return ok && now.Sub(since) >= time.Duration(pos)*r.cfg.UnownedGrace
+	return r.owners != nil && ok && now.Sub(since) >= d
 }
 
 // refreshOwners re-reads the owner keys when they changed or got stale.
