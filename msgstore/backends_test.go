@@ -18,14 +18,14 @@ func TestMain(m *testing.M) {
 // backends lists the real adapters the store tests run against.
 var backends = []struct {
 	name string
-	open func(t *testing.T) backend
+	open func(t testing.TB) backend
 }{
 	{"bolt", openBolt},
 	{"redis", openRedis},
 }
 
 // openRedis starts a real redis-server for the test.
-func openRedis(t *testing.T) backend {
+func openRedis(t testing.TB) backend {
 	srv := testenv.StartRedis(t)
 	st, err := redis.New(context.Background(), srv.URL(), redis.Options{})
 	if err != nil {
@@ -35,7 +35,7 @@ func openRedis(t *testing.T) backend {
 	return st
 }
 
-func openBolt(t *testing.T) backend {
+func openBolt(t testing.TB) backend {
 	st, err := bolt.Open(t.TempDir(), bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
