@@ -420,17 +420,26 @@ func (s *Session) Info() Info {
 }
 
 // QR returns the pairing code on display. It fails with ErrAlreadyPaired
-// for a paired profile and ErrNoQR when no code is shown.
+// for a paired profile and ErrNoQR when no code is shown yet. Asking while
+// the session rests unpaired (its pairing rounds ran out) or logged out
+// starts new rounds, so a client polling QR gets a code shortly.
 func (s *Session) QR() (QR, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if !s.jid.IsEmpty() {
+		s.mu.Unlock()
 		return QR{}, ErrAlreadyPaired
 	}
-	if s.qr == nil || s.state != StatePairing {
-		return QR{}, ErrNoQR
+	if s.qr != nil && s.state == StatePairing {
+		qr := *s.qr
+		s.mu.Unlock()
+		return qr, nil
 	}
-	return *s.qr, nil
+	resting := s.state == StateUnpaired || s.state == StateLoggedOut
+	s.mu.Unlock()
+	if resting && s.running() {
+		s.command(cmdConnect{})
+	}
+	return QR{}, ErrNoQR
 }
 
 // Connect resumes a resting session: after a conflict, a logout (new

@@ -274,8 +274,8 @@ func TestConflict(t *testing.T) {
 }
 
 // TestLoggedOut: the phone unlinks the device: the session goes to
-// logged_out, emits session.logged_out, its credentials are gone, and
-// Connect starts a new pairing.
+// logged_out, emits session.logged_out, its credentials are gone; asking
+// for a QR starts a new pairing and the phone links the profile again.
 func TestLoggedOut(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, e *env) {
 		s, dev := e.pairQR(1)
@@ -295,10 +295,16 @@ func TestLoggedOut(t *testing.T) {
 		if kvs, _ := e.st.Scan(context.Background(), profile, storage.NSSession, ""); len(kvs) != 0 {
 			t.Fatalf("%d signal sessions left after logout", len(kvs))
 		}
-		if err := s.Connect(context.Background()); err != nil {
-			t.Fatal(err)
+		// Polling QR (what GET /qr does) starts a new pairing by itself,
+		// and the phone can link the profile again.
+		dev2 := e.LinkQR(t, s.QR)
+		waitState(t, s, session.StateConnected, 30*time.Second)
+		if dev2 == dev || dev2.User != dev.User {
+			t.Fatalf("re-paired as %s (was %s)", dev2, dev)
 		}
-		waitFor(t, "a new QR", 20*time.Second, func() error { _, err := s.QR(); return err })
+		if _, err := e.st.Get(context.Background(), profile, storage.NSCreds, storage.CredsKey); err != nil {
+			t.Fatalf("creds after re-pairing: %v", err)
+		}
 	})
 }
 
