@@ -30,6 +30,7 @@ type fakeAPI struct {
 	profiles   map[string]map[string]any
 	created    []map[string]any // bodies of POST /v1/profiles
 	qrPNGs     int              // PNG QR codes served
+	noCluster  bool             // answer /v1/cluster with 501, like a node without the cluster view
 	badAuth    int              // requests with a wrong or missing key
 	unexpected []string         // requests outside the routes below
 }
@@ -83,6 +84,10 @@ func (f *fakeAPI) handler() http.Handler {
 		}
 	}
 	mux.HandleFunc("GET /v1/cluster", auth(func(w http.ResponseWriter, r *http.Request) {
+		if f.noCluster {
+			apiError(w, 501, "not_implemented", "the cluster view is not implemented by this node")
+			return
+		}
 		count := map[string]int{}
 		for _, p := range f.profiles {
 			count[p["owner"].(string)]++
@@ -414,9 +419,22 @@ func TestDashboardInChromium(t *testing.T) {
 		t.Errorf("events view:\n%s", text)
 	}
 
-	// 8. The key survives a reload; "Forget key" asks for it again.
+	// 8. The key survives a reload. Without the cluster view the profiles
+	// still show, and the nodes come back when it answers again.
+	fake.mu.Lock()
+	fake.noCluster = true
+	fake.mu.Unlock()
 	b.navigate(srv.URL + "/")
-	b.waitFor("the overview after reload", "document.getElementById('login').hidden && document.querySelectorAll('#profiles tr[data-profile]').length === 4")
+	b.waitFor("the profiles without the cluster view", "document.getElementById('login').hidden && document.querySelectorAll('#profiles tr[data-profile]').length === 4 && document.querySelector('#nodes .card-error') !== null")
+	if text := b.evalString("document.querySelector('#nodes .card-error').textContent"); !strings.Contains(text, "not implemented") {
+		t.Errorf("nodes card without the cluster view says %q", text)
+	}
+	fake.mu.Lock()
+	fake.noCluster = false
+	fake.mu.Unlock()
+	b.waitFor("the nodes again", "document.querySelectorAll('#nodes tr[data-node]').length === 3")
+
+	// "Forget key" asks for the key again.
 	b.click("#forget")
 	b.waitFor("the key form after forgetting", "!document.getElementById('login').hidden && localStorage.getItem('amarula.adminKey') === null")
 

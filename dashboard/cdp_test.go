@@ -278,7 +278,7 @@ func (b *browser) evalString(expr string) string {
 func (b *browser) waitFor(what, expr string) {
 	b.t.Helper()
 	var last error
-	err := testenv.WaitFor(20*time.Second, func() error {
+	err := testenv.WaitFor(45*time.Second, func() error {
 		var ok bool
 		if last = b.evalErr(expr, &ok); last != nil {
 			return last

@@ -195,12 +195,25 @@
     const profilesCard = h('section', { class: 'card', id: 'profiles' }, h('h2', null, 'Profiles'), h('p', { class: 'empty' }, 'Loading…'));
     app.replaceChildren(nodesCard, h('div', { class: 'grid' }, profilesCard, createCard()));
 
+    // The two cards load independently: a node without the cluster view
+    // (or with etcd down) still lists its profiles.
     poll(async function () {
-      const [cluster, list] = await Promise.all([apiJSON('v1/cluster'), apiJSON('v1/profiles')]);
-      renderCluster(nodesCard, cluster);
-      renderProfiles(profilesCard, list.profiles || []);
-      setStatus('Updated ' + new Date().toLocaleTimeString());
+      const [cluster, list] = await Promise.allSettled([apiJSON('v1/cluster'), apiJSON('v1/profiles')]);
+      for (const r of [cluster, list]) {
+        if (r.status === 'rejected' && r.reason.code === 'auth') throw r.reason;
+      }
+      if (cluster.status === 'fulfilled') renderCluster(nodesCard, cluster.value);
+      else cardError(nodesCard, 'Cluster', cluster.reason);
+      if (list.status === 'fulfilled') renderProfiles(profilesCard, list.value.profiles || []);
+      else cardError(profilesCard, 'Profiles', list.reason);
+      const failed = [cluster, list].filter(function (r) { return r.status === 'rejected'; });
+      if (failed.length) setStatus(failed[0].reason.message, true);
+      else setStatus('Updated ' + new Date().toLocaleTimeString());
     }, OVERVIEW_EVERY);
+  }
+
+  function cardError(card, title, err) {
+    card.replaceChildren(h('h2', null, title), h('p', { class: 'error card-error' }, err.message));
   }
 
   function renderCluster(card, c) {
