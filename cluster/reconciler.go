@@ -396,8 +396,13 @@ func (r *Reconciler) shouldTry(id string, rank []string, now time.Time) bool {
 	if r.owners == nil {
 		return pos == 0
 	}
-	if owner := r.owners[id]; owner != "" {
-		return false // held (by someone else: ours are in r.owned)
+	if owner := r.owners[id]; owner == r.cfg.Node {
+		// Our key without a grant (Acquire adopts or renews it) — or a
+		// stale listing right after our own hand-off: only the top-ranked
+		// node retries, and after a hand-off we are not it.
+		return pos == 0
+	} else if owner != "" {
+		return false // held by someone else
 	}
 	if pos == 0 {
 		return true

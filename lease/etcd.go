@@ -413,29 +413,63 @@ func (m *Etcd) Acquire(ctx context.Context, profile string) (*Grant, error) {
 	m.mu.Unlock()
 
 	key := OwnerKey(m.cfg.Cluster, profile)
-	resp, err := m.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(clientv3.OpPut(key, m.cfg.Node, clientv3.WithLease(inc.id))).
-		Else(clientv3.OpGet(key)).
-		Commit()
-	if err != nil {
-		return nil, fmt.Errorf("acquire %s: owner txn: %w", profile, err)
-	}
-	if !resp.Succeeded {
+	var rev, modRev int64
+	for attempt := 0; ; attempt++ {
+		resp, err := m.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+			Then(clientv3.OpPut(key, m.cfg.Node, clientv3.WithLease(inc.id))).
+			Else(clientv3.OpGet(key)).
+			Commit()
+		if err != nil {
+			return nil, fmt.Errorf("acquire %s: owner txn: %w", profile, err)
+		}
+		if resp.Succeeded {
+			rev, modRev = resp.Header.Revision, resp.Header.Revision
+			break
+		}
 		held := &HeldError{Profile: profile}
-		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+		kvs := resp.Responses[0].GetResponseRange().Kvs
+		if len(kvs) > 0 {
 			held.Owner, held.Token = string(kvs[0].Value), uint64(kvs[0].CreateRevision)
 		}
-		return nil, fmt.Errorf("acquire %s: %w", profile, held)
+		if len(kvs) == 0 || held.Owner != m.cfg.Node || clientv3.LeaseID(kvs[0].Lease) != inc.id {
+			return nil, fmt.Errorf("acquire %s: %w", profile, held)
+		}
+		// A key of ours, under our current lease, without a grant. Either a
+		// Release (or failed Acquire) could not delete it — then its token
+		// was used: delete it now and create a fresh one — or an earlier
+		// Acquire committed but its answer was lost — then no session ever
+		// used the token: adopt the key rather than leave the profile stuck
+		// for as long as our lease lives.
+		m.mu.Lock()
+		orphanRev, orphan := m.orphans[profile]
+		m.mu.Unlock()
+		if orphan {
+			ok, derr := m.deleteIfRev(ctx, profile, orphanRev)
+			if derr != nil || !ok || attempt > 0 {
+				return nil, fmt.Errorf("acquire %s: own stale owner key not yet deleted: %w", profile, held)
+			}
+			m.mu.Lock()
+			delete(m.orphans, profile)
+			m.mu.Unlock()
+			continue
+		}
+		rev, modRev = kvs[0].CreateRevision, kvs[0].ModRevision
+		m.log.Info("adopting own owner key without a grant", "profile", profile, "token", rev)
+		break
 	}
-	rev := resp.Header.Revision
 	g := newGrant(profile, uint64(rev), m.cfg.Node)
-	g.modRev, g.leaseID = rev, int64(inc.id)
+	g.modRev, g.leaseID = modRev, int64(inc.id)
 
 	m.mu.Lock()
+	if _, dup := m.grants[profile]; dup {
+		// A concurrent Acquire of ours adopted or won the same key.
+		m.mu.Unlock()
+		return nil, fmt.Errorf("acquire %s: %w", profile, &HeldError{Profile: profile, Owner: m.cfg.Node, Token: g.Token})
+	}
 	if m.closed || inc.lost() || m.inc != inc {
 		m.mu.Unlock()
-		m.deleteOwnerKey(profile, rev)
+		m.deleteOwnerKey(profile, modRev)
 		return nil, fmt.Errorf("acquire %s: %w", profile, ErrLost)
 	}
 	m.grants[profile] = g
@@ -444,7 +478,7 @@ func (m *Etcd) Acquire(ctx context.Context, profile string) (*Grant, error) {
 	fail := func(err error) (*Grant, error) {
 		m.forget(g)
 		g.end(err)
-		m.deleteOwnerKey(profile, rev)
+		m.deleteOwnerKey(profile, modRev)
 		return nil, fmt.Errorf("acquire %s: %w", profile, err)
 	}
 	if err := m.cfg.Fencer.RaiseFence(ctx, profile, g.Token); err != nil {
@@ -456,7 +490,7 @@ func (m *Etcd) Acquire(ctx context.Context, profile string) (*Grant, error) {
 	if err != nil {
 		return fail(fmt.Errorf("verify owner key: %w", err))
 	}
-	if len(get.Kvs) == 0 || get.Kvs[0].CreateRevision != rev {
+	if len(get.Kvs) == 0 || get.Kvs[0].CreateRevision != rev || get.Kvs[0].ModRevision != modRev {
 		return fail(fmt.Errorf("%w: owner key changed during acquire", ErrNotOwner))
 	}
 	if !g.alive() {

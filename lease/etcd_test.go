@@ -541,3 +541,47 @@ func TestEtcdStartDetachedComesAliveWithEtcd(t *testing.T) {
 	}
 	assertClosed(t, g.Done(), 2*time.Second, "grant after its key was deleted")
 }
+
+// TestEtcdAdoptsOwnKeyWithoutGrant: an owner key of ours under our current
+// lease but without a grant (an Acquire whose answer was lost after it
+// committed) is adopted instead of blocking the profile for as long as our
+// lease lives; the fence is raised to its token.
+func TestEtcdAdoptsOwnKeyWithoutGrant(t *testing.T) {
+	e := testenv.StartEtcd(t)
+	ctx := ctxT(t)
+	f := newMemFencer()
+	raw := newClient(t, e.Endpoints())
+	n1 := newManager(t, e.Endpoints(), fastConfig("n1", f))
+	n2 := newManager(t, e.Endpoints(), fastConfig("n2", f))
+	put, err := raw.Put(ctx, OwnerKey(testCluster, "alice"), "n1", clientv3.WithLease(clientv3.LeaseID(n1.LeaseID())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n2.Acquire(ctx, "alice"); !errors.Is(err, ErrHeld) {
+		t.Fatalf("another node must still see it held: %v", err)
+	}
+	g, err := n1.Acquire(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Token != uint64(put.Header.Revision) || f.get("alice") != g.Token {
+		t.Fatalf("adopted token %d, key revision %d, fence %d", g.Token, put.Header.Revision, f.get("alice"))
+	}
+	if err := n1.Release(ctx, g); err != nil {
+		t.Fatal(err)
+	}
+	if node, _, _ := n1.Owner(ctx, "alice"); node != "" {
+		t.Fatalf("adopted key not released: %s", node)
+	}
+	// A key of ours under an older lease is not adopted.
+	old, err := raw.Grant(ctx, 30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.Put(ctx, OwnerKey(testCluster, "bob"), "n1", clientv3.WithLease(old.ID)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n1.Acquire(ctx, "bob"); !errors.Is(err, ErrHeld) {
+		t.Fatalf("key under a foreign lease adopted: %v", err)
+	}
+}
