@@ -55,7 +55,7 @@ func (s *Server) routeTable() []route {
 		{"GET /metrics", scopePublic, false, s.metricsHandler},
 		{"GET /v1/openapi.json", scopePublic, false, s.openAPI},
 		{"GET /{$}", scopePublic, false, s.dashboard},
-		{"GET /ui/", scopePublic, false, s.dashboardAssets()},
+		{"GET /ui/", scopePublic, false, s.dashboard},
 		{"GET /v1/cluster", scopeAdmin, false, s.optional(s.cfg.Cluster, "the cluster view")},
 
 		{"POST /v1/profiles", scopeAdmin, false, s.createProfile},

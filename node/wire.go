@@ -14,6 +14,7 @@ import (
 	"github.com/amarula/amarula/api"
 	"github.com/amarula/amarula/catalog"
 	"github.com/amarula/amarula/cluster"
+	"github.com/amarula/amarula/dashboard"
 	"github.com/amarula/amarula/lease"
 	"github.com/amarula/amarula/registry"
 	"github.com/amarula/amarula/session"
@@ -234,6 +235,7 @@ func (m *Main) openParts(ctx context.Context) (err error) {
 		Cluster: &clusterView{members: p.membership.Members, catalog: p.catalog, owners: ownersOf,
 			self: m.Config.NodeName, selfLoad: func() int { return len(p.registry.List()) }},
 		Move:       &moveHandler{move: p.reconciler.Move},
+		Dashboard:  dashboard.Handler(),
 		Gatherer:   m.Registry,
 		Registerer: m.Registry,
 		Logger:     m.Logger,
