@@ -24,6 +24,7 @@ wasim: build
 
 test-deps:
 	./scripts/install-test-deps.sh
+	./scripts/install-browser.sh
 
 ## test: installs redis-server, etcd, versitygw and runs every test with -race.
 ## Integration tests must not skip here (AMARULA_REQUIRE_SERVERS=1).
@@ -32,7 +33,7 @@ test: test-deps build
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 	$(GO) build -o .test/testreport ./internal/testreport
-	set -o pipefail; AMARULA_REQUIRE_SERVERS=1 AMARULA_BIN_DIR=$(CURDIR)/$(BIN) \
+	set -o pipefail; AMARULA_REQUIRE_SERVERS=1 AMARULA_BIN_DIR=$(CURDIR)/$(BIN) AMARULA_ARTIFACTS_DIR=$(CURDIR)/.test/artifacts \
 	  $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -json $(PKGS) 2>&1 | .test/testreport -quiet -max-skips 0
 
 ## chaos: the long forms of the chaos scenarios.
