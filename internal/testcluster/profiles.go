@@ -197,6 +197,23 @@ func (c *Cluster) StartTraffic(ls []Linked, count int, interval, maxDur time.Dur
 	return tr
 }
 
+// Count is the number of messages sent so far.
+func (tr *Traffic) Count() int {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return len(tr.sent)
+}
+
+// WaitCount waits until n messages were sent (or the traffic ended).
+func (tr *Traffic) WaitCount(n int, timeout time.Duration) error {
+	return Poll(timeout, 20*time.Millisecond, fmt.Sprintf("%d messages sent", n), func() error {
+		if got := tr.Count(); got < n && !isClosed(tr.done) {
+			return fmt.Errorf("%d sent", got)
+		}
+		return nil
+	})
+}
+
 // Stop ends the traffic and returns what was sent and the send errors.
 func (tr *Traffic) Stop() ([]Sent, int, error) {
 	tr.once.Do(func() { close(tr.stop) })

@@ -1,0 +1,138 @@
+// Package chaos holds the end-to-end chaos tests of the cluster: real
+// etcd, Redis, wasim and amarula-node processes (internal/testcluster),
+// killed, frozen, partitioned, restarted and joined while phones keep
+// sending. Each test has a short form (make test) and a long form selected
+// with AMARULA_CHAOS=long (make chaos). Figures are printed with t.Logf as
+// "FIGURES <scenario> key=value …" lines; docs/reliability.md records them.
+package chaos
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/amarula/amarula/internal/testcluster"
+	"github.com/amarula/amarula/internal/testenv"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// long reports whether the long forms run (make chaos).
+func long() bool { return os.Getenv("AMARULA_CHAOS") == "long" }
+
+// form is the size of a scenario.
+type form struct {
+	profiles int
+	messages int
+	interval time.Duration // between two phone sends
+	ttl      time.Duration
+}
+
+// pick returns the short or the long form.
+func pick(short, lng form) form {
+	if long() {
+		return lng
+	}
+	return short
+}
+
+// start starts a cluster for the test (skipping or failing like testenv
+// when a server binary is missing).
+func start(t *testing.T, o testcluster.Options) *testcluster.Cluster {
+	t.Helper()
+	testenv.NeedBinary(t, "etcd")
+	testenv.NeedBinary(t, "redis-server")
+	testenv.ProjectBinary(t, "amarula-node", "cmd/node")
+	testenv.ProjectBinary(t, "wasim", "cmd/wasim")
+	c, err := testcluster.Start(t, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.EnsurePeer(); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// must fails the test on err.
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// figures logs one line of results the docs and CI read.
+func figures(t *testing.T, scenario string, kv ...any) {
+	t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "FIGURES %s form=%s", scenario, map[bool]string{true: "long", false: "short"}[long()])
+	for i := 0; i+1 < len(kv); i += 2 {
+		v := kv[i+1]
+		if d, ok := v.(time.Duration); ok {
+			v = d.Round(time.Millisecond)
+		}
+		fmt.Fprintf(&b, " %v=%v", kv[i], v)
+	}
+	t.Log(b.String())
+}
+
+// checkDelivery fails the test when a message was lost or duplicated.
+func checkDelivery(t *testing.T, d testcluster.Delivery) {
+	t.Helper()
+	if d.Lost != 0 || d.Duplicated != 0 || d.Stored != d.Sent {
+		t.Errorf("delivery: %s; lost %v; duplicated %v", d, d.LostIDs, d.DuplicatedIDs)
+	}
+}
+
+// checkDecrypt fails the test on any decryption failure.
+func checkDecrypt(t *testing.T, c *testcluster.Cluster) (int, int) {
+	t.Helper()
+	nodes, phones := c.DecryptFailures()
+	if nodes+phones > 0 {
+		t.Errorf("decrypt failures: %d on nodes, %d on phones", nodes, phones)
+	}
+	return nodes, phones
+}
+
+// pinAll moves every profile to node and waits until etcd says node owns
+// them all and they are connected.
+func pinAll(t *testing.T, c *testcluster.Cluster, w *testcluster.OwnerWatch, ls []testcluster.Linked, node string) {
+	t.Helper()
+	for _, l := range ls {
+		must(t, testcluster.Poll(20*time.Second, 200*time.Millisecond, "move "+l.Profile, func() error {
+			return c.API().Move(l.Profile, node)
+		}))
+	}
+	must(t, testcluster.Poll(60*time.Second, 100*time.Millisecond, "all profiles on "+node, func() error {
+		if n := len(w.OwnedBy(node)); n != len(ls) {
+			return fmt.Errorf("%s owns %d of %d", node, n, len(ls))
+		}
+		return nil
+	}))
+	must(t, c.WaitConnected(ls, 60*time.Second))
+}
+
+// sortedKeys lists a map's keys in order (for stable messages).
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// sum adds a map's values.
+func sum(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
