@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -30,6 +31,7 @@ func (s *Server) adminRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /admin/phones/{phone}/read", s.adminRead)
 	mux.HandleFunc("DELETE /admin/phones/{phone}/devices/{device}", s.adminUnlink)
 	mux.HandleFunc("POST /admin/media/expire", s.adminExpire)
+	mux.HandleFunc("POST /admin/groups", s.adminCreateGroup)
 	mux.HandleFunc("GET /admin/devices", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.Devices())
 	})
@@ -301,4 +303,36 @@ func (s *Server) adminRead(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"read": req.ID})
+}
+
+func (s *Server) adminCreateGroup(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Subject string   `json:"subject"`
+		Creator string   `json:"creator"`
+		Members []string `json:"members"`
+	}
+	if err := decodeBody(r, &req); err != nil {
+		writeErr(w, err)
+		return
+	}
+	creator := s.Phone(req.Creator)
+	if creator == nil {
+		writeErr(w, ErrUnknownPhone)
+		return
+	}
+	members := make([]*Phone, 0, len(req.Members))
+	for _, m := range req.Members {
+		p := s.Phone(m)
+		if p == nil {
+			writeErr(w, fmt.Errorf("%w: %s", ErrUnknownPhone, m))
+			return
+		}
+		members = append(members, p)
+	}
+	jid, err := s.CreateGroup(req.Subject, creator, members...)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, map[string]string{"jid": jid.String()})
 }

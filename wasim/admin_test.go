@@ -158,6 +158,21 @@ func TestAdminAPI(t *testing.T) {
 		t.Fatalf("after=%d returned %d messages", last, len(none))
 	}
 
+	var grp map[string]string
+	if code := a.do("POST", "/admin/groups", map[string]any{"subject": "team", "creator": "15550002222", "members": []string{"15550001111"}}, &grp); code != 201 {
+		t.Fatalf("create group: %d", code)
+	}
+	gid := send(map[string]any{"to": grp["jid"], "text": "to the group"})
+	ge := waitEvent[*events.Message](c, 10*time.Second, func(m *events.Message) bool {
+		return m.Info.ID == gid && m.Message.GetConversation() == "to the group"
+	})
+	if !ge.Info.IsGroup || ge.Info.Chat.String() != grp["jid"] {
+		t.Fatalf("group message %+v", ge.Info)
+	}
+	if code := a.do("POST", "/admin/groups", map[string]any{"creator": "19999999999"}, nil); code != http.StatusNotFound {
+		t.Fatalf("group with unknown creator: %d", code)
+	}
+
 	var devs []DeviceInfo
 	a.do("GET", "/admin/devices", nil, &devs)
 	if len(devs) != 1 || !devs[0].Connected || devs[0].JID != c.cli.Store.ID.String() {

@@ -102,6 +102,13 @@ func (c *conn) handleIQ(n *waBinary.Node) {
 		}
 		c.srv.logUnknownOnce("iq:w:m/" + first.Tag)
 		_ = c.send(iqError(n, 501, "feature-not-implemented"))
+	case "w:g2":
+		if first.Tag == "query" {
+			c.srv.groupInfo(c, n)
+			return
+		}
+		c.srv.logUnknownOnce("iq:w:g2/" + first.Tag)
+		_ = c.send(iqError(n, 501, "feature-not-implemented"))
 	case "w:sync:app:state":
 		// Minimal valid answer: every requested collection at version 0,
 		// no snapshot, no patches (notes §10).

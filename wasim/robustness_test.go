@@ -258,16 +258,19 @@ func TestMessageToUnsimulatedServerIsRejected(t *testing.T) {
 	alice, _ := h.srv.CreatePhone("15550001111", "Alice")
 	noise := keys.NewKeyPair()
 	r := rawLogin(t, h, h.srv.addFakeDevice(alice, noise, 10), noise)
-	must(t, r.sendNode(waBinary.Node{Tag: "message", Attrs: waBinary.Attrs{"id": "G1", "to": mustJID("123-456@g.us"), "type": "text"},
-		Content: []waBinary.Node{{Tag: "enc", Attrs: waBinary.Attrs{"v": "2", "type": "skmsg"}, Content: []byte{1}}}}))
-	for {
-		n, err := r.readNode()
-		must(t, err)
-		if n.Tag == "ack" && n.Attrs["id"] == "G1" {
-			if n.Attrs["error"] != "501" {
-				t.Fatalf("ack %v", n.Attrs)
+	for target, want := range map[string]string{"status@broadcast": "501", "123-456@g.us": "404"} {
+		id := "X" + want
+		must(t, r.sendNode(waBinary.Node{Tag: "message", Attrs: waBinary.Attrs{"id": id, "to": mustJID(target), "type": "text"},
+			Content: []waBinary.Node{{Tag: "enc", Attrs: waBinary.Attrs{"v": "2", "type": "skmsg"}, Content: []byte{1}}}}))
+		for {
+			n, err := r.readNode()
+			must(t, err)
+			if n.Tag == "ack" && n.Attrs["id"] == id {
+				if n.Attrs["error"] != want {
+					t.Fatalf("%s: ack %v", target, n.Attrs)
+				}
+				break
 			}
-			return
 		}
 	}
 }

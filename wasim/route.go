@@ -16,6 +16,18 @@ func (s *Server) routeMessage(c *conn, n *waBinary.Node) {
 		_ = c.send(waBinary.Node{Tag: "ack", Attrs: waBinary.Attrs{"class": "message", "id": id, "error": "400"}})
 		return
 	}
+	if to.Server == types.GroupServer {
+		code := "404"
+		if g := s.lookupGroup(to); g != nil {
+			code = s.routeGroupMessage(c, n, g, id)
+		}
+		attrs := waBinary.Attrs{"class": "message", "id": id, "t": nowUnix(), "from": to}
+		if code != "" {
+			attrs["error"] = code
+		}
+		_ = c.send(waBinary.Node{Tag: "ack", Attrs: attrs})
+		return
+	}
 	if to.Server != types.DefaultUserServer && to.Server != types.HiddenUserServer {
 		// Groups, broadcasts and newsletters are not simulated: fail the
 		// send at once (any non-zero ack error does) instead of routing
@@ -114,6 +126,15 @@ func (s *Server) handleReceipt(c *conn, n *waBinary.Node) {
 		return
 	}
 	s.stats.receiptsRouted.Add(1)
+	from := types.JID(d.jid())
+	if to.Server == types.GroupServer {
+		// Group receipts name the sender of the message as participant.
+		part, ok := n.Attrs["participant"].(types.JID)
+		if !ok {
+			return
+		}
+		from, to = to, part
+	}
 	acct := s.lookupAccount(to)
 	if acct == nil {
 		return
@@ -126,8 +147,14 @@ func (s *Server) handleReceipt(c *conn, n *waBinary.Node) {
 	if target == nil {
 		return
 	}
-	attrs := waBinary.Attrs{"from": d.jid(), "id": id, "t": nowUnix()}
+	attrs := waBinary.Attrs{"from": from, "id": id, "t": nowUnix()}
+	if from != d.jid() {
+		attrs["participant"] = d.jid()
+	}
 	for _, k := range []string{"type", "participant", "recipient", "category"} {
+		if k == "participant" && from != d.jid() {
+			continue
+		}
 		if v, ok := n.Attrs[k]; ok {
 			attrs[k] = v
 		}

@@ -42,7 +42,9 @@ type Server struct {
 	byLID    map[string]*account
 	conns    map[*conn]struct{}
 	pairRefs map[string]*conn
+	groups   map[string]*group // by group id (JID user)
 	lidSeq   uint64
+	groupSeq uint64
 	closed   bool
 
 	connSeq   atomic.Uint64
@@ -80,6 +82,7 @@ func New(cfg Config) (*Server, error) {
 		byLID:    map[string]*account{},
 		conns:    map[*conn]struct{}{},
 		pairRefs: map[string]*conn{},
+		groups:   map[string]*group{},
 		unknown:  map[string]bool{},
 		lidSeq:   100000000000000,
 	}

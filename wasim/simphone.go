@@ -250,6 +250,10 @@ func (p *Phone) handleRetry(d *device, n *waBinary.Node) {
 		p.srv.log.Info("retry: bad bundle", "err", err)
 		return
 	}
+	if g := p.srv.lookupGroup(sm.to); g != nil {
+		p.resendGroup(d, g, id, sm.m, count)
+		return
+	}
 	p.sendTo(d, id, nowUnix(), sm.to, sm.m, count)
 }
 
@@ -291,6 +295,13 @@ func (p *Phone) processBundle(peer types.JID, b *bundle) error {
 // to's phone (in-process, without Signal), and as a DeviceSentMessage to
 // this account's own companions. It returns the message id.
 func (p *Phone) Send(to types.JID, m *waE2E.Message) (string, error) {
+	if to.Server == types.GroupServer {
+		g := p.srv.lookupGroup(to)
+		if g == nil {
+			return "", fmt.Errorf("%w: group %s", ErrUnknownPhone, to)
+		}
+		return p.sendGroup(g, m)
+	}
 	to = to.ToNonAD()
 	dst := p.srv.lookupAccount(to)
 	if dst == nil {
@@ -358,25 +369,14 @@ func (s *Server) companions(a *account) []*device {
 
 // sendTo encrypts m for one companion and queues the stanza.
 func (p *Phone) sendTo(d *device, id string, ts int64, chat types.JID, m *waE2E.Message, retryCount int) {
-	peer := d.jid()
 	own := d.acct == p.acct
 	payload := m
 	if own && !directToOwnDevice(m) {
 		payload = phone.WrapDeviceSent(chat, m)
 	}
-	if !p.dev.HasSession(peer) {
-		b, ok := p.srv.bundleFor(peer)
-		if !ok {
-			return
-		}
-		if err := p.processBundle(peer, b); err != nil {
-			p.srv.log.Info("phone: bad bundle", "device", peer.String(), "err", err)
-			return
-		}
-	}
-	encType, ct, err := p.dev.EncryptMessage(peer, payload)
+	encType, ct, err := p.encryptFor(d, payload)
 	if err != nil {
-		p.srv.log.Info("phone: encrypt failed", "device", peer.String(), "err", err)
+		p.srv.log.Info("phone: encrypt failed", "device", d.jid().String(), "err", err)
 		return
 	}
 	sum := phone.Describe(m)
@@ -403,6 +403,22 @@ func (p *Phone) sendTo(d *device, id string, ts int64, chat types.JID, m *waE2E.
 	p.srv.deliver(d, 'm', id, waBinary.Node{Tag: "message", Attrs: attrs, Content: []waBinary.Node{
 		{Tag: "enc", Attrs: encAttrs, Content: ct},
 	}})
+}
+
+// encryptFor encrypts m for device d, starting a Signal session from a
+// fresh prekey bundle when there is none.
+func (p *Phone) encryptFor(d *device, m *waE2E.Message) (string, []byte, error) {
+	peer := d.jid()
+	if !p.dev.HasSession(peer) {
+		b, ok := p.srv.bundleFor(peer)
+		if !ok {
+			return "", nil, fmt.Errorf("%w: no bundle for %s", ErrUnknownDevice, peer)
+		}
+		if err := p.processBundle(peer, b); err != nil {
+			return "", nil, err
+		}
+	}
+	return p.dev.EncryptMessage(peer, m)
 }
 
 // MarkRead sends a read receipt for a message this phone received.
