@@ -98,3 +98,23 @@ func (c *client) waitContent(id string) *events.Message {
 		return m.Info.ID == id && m.Message.GetSenderKeyDistributionMessage() == nil
 	})
 }
+
+func TestGroupReactionNamesTheParticipant(t *testing.T) {
+	s := newScenario(t)
+	h, alice, bob, a1, ctx := s.harness, s.alice, s.bob, s.c, s.ctx
+	gid, _ := h.srv.CreateGroup("g", alice, bob)
+	resp, err := a1.cli.SendMessage(ctx, gid, &waE2E.Message{Conversation: proto.String("react to me")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	poll(t, 10*time.Second, "bob has it", func() bool { return len(bob.Messages(0)) > 0 })
+	rid, err := bob.SendReaction(gid, resp.ID, "👍")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := a1.waitContent(rid)
+	key := m.Message.GetReactionMessage().GetKey()
+	if key.GetID() != resp.ID || key.GetParticipant() != alice.JID().String() || key.GetRemoteJID() != gid.String() {
+		t.Fatalf("reaction key %+v", key)
+	}
+}

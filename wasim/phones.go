@@ -92,8 +92,13 @@ func (p *Phone) SendMedia(to types.JID, kind, mime string, data []byte, caption,
 func (p *Phone) targetKey(to types.JID, id string) phone.MessageKey {
 	p.mu.Lock()
 	_, fromMe := p.sent[id]
+	sender, received := p.senders[id]
 	p.mu.Unlock()
-	return phone.MessageKey{Chat: to.ToNonAD(), ID: id, FromMe: fromMe}
+	key := phone.MessageKey{Chat: to.ToNonAD(), ID: id, FromMe: fromMe}
+	if to.Server == types.GroupServer && !fromMe && received {
+		key.Participant = sender.ToNonAD()
+	}
+	return key
 }
 
 // SendReaction reacts to message targetID in the chat with to.
