@@ -5,8 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log"
+	"log/slog"
 	"net"
 	"sort"
 	"strconv"
@@ -100,7 +100,7 @@ func NewMembership(cfg Config) (*Membership, error) {
 	}
 	mc.Delegate = (*delegate)(m)
 	mc.Events = (*events)(m)
-	mc.Logger = log.New(io.Discard, "", 0)
+	mc.Logger = log.New(slogWriter{cfg.Logger}, "", 0)
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: start memberlist on %s:%d: %w", cfg.BindAddr, cfg.BindPort, err)
@@ -439,4 +439,19 @@ func parseMeta(b []byte) Meta {
 		return Meta{}
 	}
 	return m
+}
+
+// slogWriter forwards memberlist's log lines to slog at debug level
+// (warnings and errors at warn): they are about peers' health, which the
+// cluster reports through Members and metrics anyway.
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	line := strings.TrimSpace(string(p))
+	if strings.Contains(line, "[ERR]") || strings.Contains(line, "[WARN]") {
+		w.l.Warn("memberlist", "msg", line)
+	} else {
+		w.l.Debug("memberlist", "msg", line)
+	}
+	return len(p), nil
 }
