@@ -171,19 +171,7 @@ func (p *Phone) receiveGroup(sender *device, g *group, msg *waBinary.Node, direc
 			ID: id, From: sender.jid().String(), Chat: g.jid.String(), Type: sum.Type, Text: sum.Text,
 			TargetID: sum.TargetID, Timestamp: ts, Message: m, FromMe: sender.acct == p.acct,
 		}
-		if sum.Media != nil {
-			p.srv.media.remember(id, sum.Media.FileEncSHA256)
-			rm.Media, rm.Data = p.srv.media.fetchForPhone(*sum.Media)
-		}
-		p.record(rm)
-		p.mu.Lock()
-		p.senders[id] = sender.jid()
-		p.mu.Unlock()
-		if sender.acct != p.acct {
-			p.srv.deliver(sender, 'r', id, waBinary.Node{Tag: "receipt", Attrs: waBinary.Attrs{
-				"from": g.jid, "participant": p.acct.jid(), "id": id, "t": nowUnix(),
-			}})
-		}
+		p.accept(sender, rm, sum.Media, waBinary.Attrs{"from": g.jid, "participant": p.acct.jid()})
 		return
 	}
 }

@@ -149,18 +149,23 @@ func (p *Phone) receive(sender *device, msg *waBinary.Node, chat types.JID, encs
 	} else {
 		rm.Chat = sender.acct.jid().String()
 	}
-	if sum.Media != nil {
-		p.srv.media.remember(id, sum.Media.FileEncSHA256)
-		rm.Media, rm.Data = p.srv.media.fetchForPhone(*sum.Media)
+	p.accept(sender, rm, sum.Media, waBinary.Attrs{"from": p.acct.jid()})
+}
+
+// accept stores a decrypted message (fetching its media) and sends the
+// delivery receipt to the sending device of another account.
+func (p *Phone) accept(sender *device, rm ReceivedMessage, media *phone.MediaRef, receipt waBinary.Attrs) {
+	if media != nil {
+		p.srv.media.remember(rm.ID, media.FileEncSHA256)
+		rm.Media, rm.Data = p.srv.media.fetchForPhone(*media)
 	}
 	p.record(rm)
 	p.mu.Lock()
-	p.senders[id] = sender.jid()
+	p.senders[rm.ID] = sender.jid()
 	p.mu.Unlock()
 	if sender.acct != p.acct {
-		p.srv.deliver(sender, 'r', id, waBinary.Node{Tag: "receipt", Attrs: waBinary.Attrs{
-			"from": p.acct.jid(), "id": id, "t": nowUnix(),
-		}})
+		receipt["id"], receipt["t"] = rm.ID, nowUnix()
+		p.srv.deliver(sender, 'r', rm.ID, waBinary.Node{Tag: "receipt", Attrs: receipt})
 	}
 }
 
