@@ -49,6 +49,12 @@ func start(t *testing.T, o testcluster.Options) *testcluster.Cluster {
 	testenv.NeedBinary(t, "redis-server")
 	testenv.ProjectBinary(t, "amarula-node", "cmd/node")
 	testenv.ProjectBinary(t, "wasim", "cmd/wasim")
+	if os.Getenv("AMARULA_CHAOS_KEEP") != "" {
+		dir, err := os.MkdirTemp("", "amarula-chaos-")
+		must(t, err)
+		o.Dir = dir
+		t.Logf("keeping data and logs in %s", dir)
+	}
 	c, err := testcluster.Start(t, o)
 	if err != nil {
 		t.Fatal(err)

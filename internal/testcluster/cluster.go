@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/amarula/amarula/internal/testenv"
+	redisstore "github.com/amarula/amarula/storage/redis"
 )
 
 // Options describe the cluster to start. Zero values pick the defaults.
@@ -377,4 +378,18 @@ func (c *Cluster) anyAPI(f func(*Client) error) error {
 // ctxTimeout is a bounded background context.
 func ctxTimeout(d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), d)
+}
+
+// Store opens the cluster's Redis storage the way the nodes do (same key
+// prefix), for checks that go below the API (fences, fenced writes). It
+// is closed at cleanup.
+func (c *Cluster) Store() (*redisstore.Store, error) {
+	ctx, cancel := ctxTimeout(10 * time.Second)
+	defer cancel()
+	st, err := redisstore.New(ctx, "redis://"+c.Redis.Addr+"/0", redisstore.Options{Cluster: c.Opts.Cluster})
+	if err != nil {
+		return nil, err
+	}
+	c.Env.Cleanup(func() { _ = st.Close() })
+	return st, nil
 }

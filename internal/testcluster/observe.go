@@ -112,6 +112,20 @@ func (w *OwnerWatch) Owners() map[string]string {
 	return out
 }
 
+// Tokens returns the fencing token (owner key create revision) of every
+// profile that has an owner now.
+func (w *OwnerWatch) Tokens() map[string]int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := map[string]int64{}
+	for p, ch := range w.current {
+		if ch.Owner != "" {
+			out[p] = ch.Token
+		}
+	}
+	return out
+}
+
 // Since returns the changes recorded at or after t.
 func (w *OwnerWatch) Since(t time.Time) []OwnerChange {
 	w.mu.Lock()
