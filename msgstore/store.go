@@ -134,11 +134,18 @@ var statusRank = map[string]int{"": 0, StatusPending: 1, StatusSent: 2, StatusDe
 // reaction is a read-modify-write of the original.
 type Store struct {
 	b     Backend
+	hooks []Hook
 	locks sync.Map // profile -> *sync.Mutex
 }
 
-// New returns a message store over b.
-func New(b Backend) *Store { return &Store{b: b} }
+// Hook runs inside the transaction that stores a new message — not for a
+// duplicate, and not for an edit, revoke or reaction — so that work which
+// must not be lost is recorded with the message (the media download job:
+// media.Enqueue). m.Profile is set. An error aborts the transaction.
+type Hook func(tx storage.Tx, m Message, origin Origin) error
+
+// New returns a message store over b; hooks run for every new message.
+func New(b Backend, hooks ...Hook) *Store { return &Store{b: b, hooks: hooks} }
 
 func (s *Store) lock(profile string) func() {
 	v, _ := s.locks.LoadOrStore(profile, &sync.Mutex{})
@@ -171,7 +178,7 @@ func (s *Store) put(ctx context.Context, profile string, token storage.Token, m 
 	var res Result
 	cursors, err := s.b.Txn(ctx, profile, token, func(tx storage.Tx) error {
 		var err error
-		if res, err = apply(ctx, tx, m, origin); err != nil {
+		if res, err = apply(ctx, tx, m, origin, s.hooks); err != nil {
 			return err
 		}
 		if idemKey != "" {
@@ -213,7 +220,7 @@ func (s *Store) PutBatch(ctx context.Context, profile string, token storage.Toke
 		_, err := s.b.Txn(ctx, profile, token, func(tx storage.Tx) error {
 			n, d := 0, 0
 			for _, m := range valid[start:end] {
-				res, err := apply(ctx, tx, m, origin)
+				res, err := apply(ctx, tx, m, origin, s.hooks)
 				if err != nil {
 					return err
 				}
@@ -241,14 +248,14 @@ func (s *Store) PutBatch(ctx context.Context, profile string, token storage.Toke
 }
 
 // PutTx is Put inside a transaction the caller already runs (for example
-// together with other writes of the session). The caller must serialise
-// PutTx calls of one profile with each other and with Put.
+// together with other writes of the caller). The caller must serialise
+// PutTx calls of one profile with each other and with Put. No Hook runs.
 func PutTx(ctx context.Context, tx storage.Tx, profile string, m Message, origin Origin) (Result, error) {
 	if err := validate(m); err != nil {
 		return Result{}, err
 	}
 	m.Profile = profile
-	return apply(ctx, tx, m, origin)
+	return apply(ctx, tx, m, origin, nil)
 }
 
 func validate(m Message) error {
@@ -268,7 +275,7 @@ func isOp(typ string) bool {
 }
 
 // apply is the body of Put, run inside tx.
-func apply(ctx context.Context, tx storage.Tx, m Message, origin Origin) (Result, error) {
+func apply(ctx context.Context, tx storage.Tx, m Message, origin Origin, hooks []Hook) (Result, error) {
 	if _, err := tx.Get(ctx, NSMessages, m.ID); err == nil {
 		return Result{Message: m, Duplicate: true}, nil
 	} else if !errors.Is(err, storage.ErrNotFound) {
@@ -318,6 +325,11 @@ func apply(ctx context.Context, tx storage.Tx, m Message, origin Origin) (Result
 		tx.Put(NSChatIndex, m.Chat+"|"+indexSuffix(m.Timestamp, seq), []byte(m.ID))
 		tx.Put(NSAllIndex, indexSuffix(m.Timestamp, seq), []byte(m.ID))
 		res.Message = m
+		for _, h := range hooks {
+			if err := h(tx, m, origin); err != nil {
+				return Result{}, fmt.Errorf("hook for %s: %w", m.ID, err)
+			}
+		}
 	}
 	res.Event = eventFor(m.Type, origin)
 	if res.Event != "" {
@@ -498,6 +510,42 @@ func (s *Store) Ack(ctx context.Context, profile string, token storage.Token, ac
 		return nil, fmt.Errorf("msgstore: ack %s: %w", profile, err)
 	}
 	return cursors, nil
+}
+
+// UpdateMessage runs one fenced transaction of profile in which fn may
+// change the stored message msgID (m is nil when no such message is
+// stored) and add writes and events of its own to tx; *m is then stored.
+// It is serialised with every other write of the profile's messages (a
+// reaction landing at the same moment is not lost). An error from fn
+// aborts the transaction and is returned wrapped. It does not move the
+// message in the indexes: fn must not change ID, Chat or Timestamp.
+func (s *Store) UpdateMessage(ctx context.Context, profile string, token storage.Token, msgID string,
+	fn func(tx storage.Tx, m *Message) error) error {
+	unlock := s.lock(profile)
+	defer unlock()
+	_, err := s.b.Txn(ctx, profile, token, func(tx storage.Tx) error {
+		var m *Message
+		got, err := getTx(ctx, tx, msgID)
+		switch {
+		case err == nil:
+			m = &got
+		case !errors.Is(err, ErrNotFound):
+			return err
+		}
+		id, chat, ts := got.ID, got.Chat, got.Timestamp
+		if err := fn(tx, m); err != nil {
+			return err
+		}
+		if m == nil {
+			return nil
+		}
+		m.ID, m.Chat, m.Timestamp = id, chat, ts
+		return putTx(tx, NSMessages, msgID, *m)
+	})
+	if err != nil {
+		return fmt.Errorf("msgstore: update %s/%s: %w", profile, msgID, err)
+	}
+	return nil
 }
 
 // keepEarlyAck remembers the best status of a receipt for an unknown id.

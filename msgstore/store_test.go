@@ -402,3 +402,71 @@ func TestPutBatch(t *testing.T) {
 		}
 	})
 }
+
+// TestHookAndUpdate: a hook records work (a media job) in the transaction
+// of a new message only — not for a duplicate or an op —, a failing hook
+// stores nothing; UpdateMessage rewrites a stored message atomically with
+// the caller's own writes and sees nil for an unknown id.
+func TestHookAndUpdate(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		ctx := context.Background()
+		var calls []string
+		fail := false
+		s := msgstore.New(b, func(tx storage.Tx, m msgstore.Message, origin msgstore.Origin) error {
+			if fail {
+				return errors.New("job store refused")
+			}
+			calls = append(calls, m.ID)
+			if m.Media != nil && m.Profile == prof && origin == msgstore.Received {
+				tx.Put("media_jobs", m.ID, []byte(m.Media.Kind))
+			}
+			return nil
+		})
+		img := text("IMG1", chatA, 10, "")
+		img.Type, img.Media = msgstore.TypeMedia, &msgstore.Media{Kind: "image", State: msgstore.MediaPending, DirectPath: "/p"}
+		mustPut(t, s, img, msgstore.Received)
+		mustPut(t, s, img, msgstore.Received) // duplicate: no hook
+		r := op("R1", msgstore.TypeReaction, "IMG1", 11)
+		r.Reaction = "👍"
+		mustPut(t, s, r, msgstore.Received) // op: no hook
+		if !reflect.DeepEqual(calls, []string{"IMG1"}) {
+			t.Fatalf("hook calls %v", calls)
+		}
+		if v, err := b.Get(ctx, prof, "media_jobs", "IMG1"); err != nil || string(v) != "image" {
+			t.Fatalf("job: %q %v", v, err)
+		}
+		fail = true
+		if _, err := s.Put(ctx, prof, token, text("T2", chatA, 12, "x"), msgstore.Received); err == nil {
+			t.Fatal("a failing hook did not abort the put")
+		}
+		if _, err := s.Get(ctx, prof, "T2"); !errors.Is(err, msgstore.ErrNotFound) {
+			t.Fatalf("message stored despite the hook failing: %v", err)
+		}
+		fail = false
+
+		err := s.UpdateMessage(ctx, prof, token, "IMG1", func(tx storage.Tx, m *msgstore.Message) error {
+			if m == nil {
+				return errors.New("IMG1 not found")
+			}
+			m.Media.State, m.Media.ObjectKey = msgstore.MediaStored, "media/alice/IMG1"
+			m.Timestamp = 999 // ignored: the indexes would not follow
+			tx.Delete("media_jobs", "IMG1")
+			tx.Append(msgstore.EventMediaStored, []byte(`{"id":"IMG1"}`))
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := mustGet(t, s, "IMG1")
+		if got.Media.State != msgstore.MediaStored || got.Media.ObjectKey != "media/alice/IMG1" || got.Timestamp != 10 || got.Reactions[bob] != "👍" {
+			t.Fatalf("after update: %+v %+v", got, got.Media)
+		}
+		if _, err := b.Get(ctx, prof, "media_jobs", "IMG1"); !errors.Is(err, storage.ErrNotFound) {
+			t.Fatalf("job left: %v", err)
+		}
+		var sawNil bool
+		if err := s.UpdateMessage(ctx, prof, token, "NOPE", func(tx storage.Tx, m *msgstore.Message) error { sawNil = m == nil; return nil }); err != nil || !sawNil {
+			t.Fatalf("unknown id: nil=%v %v", sawNil, err)
+		}
+	})
+}

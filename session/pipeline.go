@@ -86,6 +86,9 @@ func (s *Session) onMessage(e *events.Message) bool {
 	}
 	s.log.Debug("message stored", "id", m.ID, "type", m.Type, "chat", m.Chat,
 		"duplicate", res.Duplicate, "pending", res.Pending, "event", res.Event)
+	if !res.Duplicate {
+		s.stored()
+	}
 	return true
 }
 
@@ -164,4 +167,7 @@ func (s *Session) onHistorySync(e *events.HistorySync) {
 		return
 	}
 	s.log.Info("history synced", "conversations", len(convs), "stored", stored, "duplicates", dup)
+	if stored > 0 {
+		s.stored()
+	}
 }

@@ -145,6 +145,7 @@ func (s *Session) Send(ctx context.Context, req SendRequest) (SendResult, error)
 		return SendResult{ID: resp.ID, Timestamp: resp.Timestamp.Unix()}, fmt.Errorf("session %s: sent %s but could not store it: %w", s.cfg.Profile, resp.ID, err)
 	}
 	s.log.Debug("message sent", "id", resp.ID, "type", m.Type, "chat", m.Chat)
+	s.stored()
 	return SendResult{ID: resp.ID, Timestamp: resp.Timestamp.Unix(), Status: msgstore.StatusSent, Message: res.Message}, nil
 }
 

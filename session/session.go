@@ -169,6 +169,16 @@ type Config struct {
 	// OnStateChange, if set, is called after every state change, from the
 	// supervisor goroutine. It must not block.
 	OnStateChange func(profile string, state State)
+	// OnNewMessage, if set, runs inside the transaction that stores each
+	// new message (received, sent or from history; not duplicates, edits,
+	// revokes or reactions), e.g. to enqueue its media download job with
+	// media.Enqueue. An error aborts the transaction: the message is not
+	// acknowledged and comes again.
+	OnNewMessage msgstore.Hook
+	// AfterStore, if set, is called after a transaction stored new
+	// messages of the profile (e.g. the media worker's Notify), from the
+	// goroutine that stored them. It must not block.
+	AfterStore func(profile string)
 }
 
 func (c *Config) setDefaults() {
@@ -296,7 +306,11 @@ func New(cfg Config) (*Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("session %s: %w", cfg.Profile, err)
 	}
-	s.st, s.msgs, s.container = st, msgstore.New(st), container
+	var hooks []msgstore.Hook
+	if cfg.OnNewMessage != nil {
+		hooks = append(hooks, cfg.OnNewMessage)
+	}
+	s.st, s.msgs, s.container = st, msgstore.New(st, hooks...), container
 	if cfg.Grant != nil {
 		s.grantDone = cfg.Grant.Done()
 	}
@@ -463,6 +477,13 @@ func (s *Session) Disconnect(ctx context.Context) error {
 	}
 	s.command(cmdDisconnect{})
 	return nil
+}
+
+// stored tells Config.AfterStore that new messages were committed.
+func (s *Session) stored() {
+	if s.cfg.AfterStore != nil {
+		s.cfg.AfterStore(s.cfg.Profile)
+	}
 }
 
 func (s *Session) running() bool {

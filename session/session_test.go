@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -429,6 +430,46 @@ func TestHistorySync(t *testing.T) {
 		page, err := s.Messages().List(context.Background(), profile, msgstore.Query{Chat: peer})
 		if err != nil || len(page.Messages) != 3 || page.Messages[2].ID != "HIST0000000000000001" {
 			t.Fatalf("chat after history: %+v %v", page.Messages, err)
+		}
+	})
+}
+
+// TestMediaReceivedWithHook: an image from the peer is stored as media in
+// state pending with its download descriptor, and the OnNewMessage hook
+// records a job in the same transaction (what media.Enqueue does);
+// AfterStore is told.
+func TestMediaReceivedWithHook(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		var notified atomic.Int64
+		cfg := e.config(1)
+		cfg.OnNewMessage = func(tx storage.Tx, m msgstore.Message, origin msgstore.Origin) error {
+			if m.Media != nil {
+				tx.Put("test_jobs", m.ID, []byte(m.Media.DirectPath))
+			}
+			return nil
+		}
+		cfg.AfterStore = func(string) { notified.Add(1) }
+		s := e.start(cfg)
+		e.LinkQR(t, s.QR)
+		waitState(t, s, session.StateConnected, 30*time.Second)
+		data := []byte("\\x89PNG not really, but bytes to encrypt and upload")
+		id, err := e.peer.SendMedia(e.own.JID(), "image", "image/png", data, "look", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := e.waitMessage(s, id, nil)
+		md := m.Media
+		if m.Type != msgstore.TypeMedia || md == nil || md.Kind != msgstore.KindImage || md.State != msgstore.MediaPending ||
+			md.Caption != "look" || m.Text != "look" || md.Mime != "image/png" || md.DirectPath == "" || len(md.MediaKey) != 32 ||
+			len(md.FileSHA256) != 32 || len(md.FileEncSHA256) != 32 || md.FileLength != uint64(len(data)) || md.SHA256 == "" {
+			t.Fatalf("stored media %+v / %+v", m, md)
+		}
+		job, err := e.st.Get(context.Background(), profile, "test_jobs", id)
+		if err != nil || string(job) != md.DirectPath {
+			t.Fatalf("job %q %v", job, err)
+		}
+		if notified.Load() == 0 {
+			t.Fatal("AfterStore not called")
 		}
 	})
 }
