@@ -128,15 +128,21 @@ const (
 var statusRank = map[string]int{"": 0, StatusPending: 1, StatusSent: 2, StatusDelivered: 3, StatusRead: 4, StatusPlayed: 5}
 
 // Store is the message store over a storage backend. It is safe for
-// concurrent use; writes of one profile are serialised inside the process
-// (the lease guarantees one writing process per profile), because
+// concurrent use; writes of one profile are serialised inside the process,
+// across Store instances (the lease guarantees one writing process per
+// profile), because
 // storage.Tx gives atomic commit but not isolation and applying an edit or
 // reaction is a read-modify-write of the original.
 type Store struct {
 	b     Backend
 	hooks []Hook
-	locks sync.Map // profile -> *sync.Mutex
 }
+
+// profileLocks serialises the writes of one profile across every Store of
+// the process: the session's, the registry's (API reads, deletes) and the
+// media worker's UpdateMessage may be different instances over the same
+// backend.
+var profileLocks sync.Map // profile -> *sync.Mutex
 
 // Hook runs inside the transaction that stores a new message — not for a
 // duplicate, and not for an edit, revoke or reaction — so that work which
@@ -148,7 +154,7 @@ type Hook func(tx storage.Tx, m Message, origin Origin) error
 func New(b Backend, hooks ...Hook) *Store { return &Store{b: b, hooks: hooks} }
 
 func (s *Store) lock(profile string) func() {
-	v, _ := s.locks.LoadOrStore(profile, &sync.Mutex{})
+	v, _ := profileLocks.LoadOrStore(profile, &sync.Mutex{})
 	mu := v.(*sync.Mutex)
 	mu.Lock()
 	return mu.Unlock

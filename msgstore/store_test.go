@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"sync"
 	"testing"
 
 	"github.com/amarula/amarula/msgstore"
@@ -467,6 +468,51 @@ func TestHookAndUpdate(t *testing.T) {
 		var sawNil bool
 		if err := s.UpdateMessage(ctx, prof, token, "NOPE", func(tx storage.Tx, m *msgstore.Message) error { sawNil = m == nil; return nil }); err != nil || !sawNil {
 			t.Fatalf("unknown id: nil=%v %v", sawNil, err)
+		}
+	})
+}
+
+// TestConcurrentWritersAcrossInstances: reactions stored through two Store
+// instances (the session's and the media worker's, say) while a third
+// rewrites the original with UpdateMessage: no update is lost.
+func TestConcurrentWritersAcrossInstances(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		ctx := context.Background()
+		s1, s2 := msgstore.New(b), msgstore.New(b)
+		mustPut(t, s1, text("O", chatA, 1, "x"), msgstore.Received)
+		const n = 15
+		var wg sync.WaitGroup
+		errs := make(chan error, 3*n)
+		for i := 0; i < n; i++ {
+			for j, s := range []*msgstore.Store{s1, s2} {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					r := op(fmt.Sprintf("R%d-%d", j, i), msgstore.TypeReaction, "O", int64(2+i))
+					r.From, r.Reaction = fmt.Sprintf("%d%02d@s.whatsapp.net", j+1, i), "👍"
+					if _, err := s.Put(ctx, prof, token, r, msgstore.Received); err != nil {
+						errs <- err
+					}
+				}()
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs <- s2.UpdateMessage(ctx, prof, token, "O", func(_ storage.Tx, m *msgstore.Message) error {
+					m.Status = fmt.Sprint(i)
+					return nil
+				})
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := mustGet(t, s1, "O"); len(got.Reactions) != 2*n {
+			t.Fatalf("%d reactions survived, want %d", len(got.Reactions), 2*n)
 		}
 	})
 }
