@@ -1,6 +1,8 @@
 package session_test
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -133,6 +135,92 @@ func TestReconnectAfterNetworkDrop(t *testing.T) {
 		}
 		if e.countEvents(msgstore.EventSessionDisconnected, "") == 0 {
 			t.Fatal("no session.disconnected event")
+		}
+	})
+}
+
+// TestBurstAcrossRestart: a peer sends a burst of messages and the session
+// is stopped while most of them are still being delivered (about a quarter
+// stored), then replaced by a new one: every message ends up stored exactly
+// once, with exactly one message.received.
+func TestBurstAcrossRestart(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		const total = 120
+		s1, _ := e.pairQR(1)
+		ids := make(chan string, total)
+		sendErr := make(chan error, 1)
+		var sentCount atomic.Int64
+		go func() {
+			defer close(ids)
+			for i := 0; i < total; i++ {
+				id, err := e.peer.SendText(e.own.JID(), fmt.Sprintf("burst %03d", i))
+				if err != nil {
+					sendErr <- err
+					return
+				}
+				ids <- id
+				sentCount.Add(1)
+			}
+		}()
+		// Stop the first session once part of the burst is stored.
+		waitFor(t, "part of the burst", 30*time.Second, func() error {
+			if n := e.countEvents(msgstore.EventMessageReceived, ""); n < total/4 {
+				return fmt.Errorf("%d stored", n)
+			}
+			return nil
+		})
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		atStop := sentCount.Load()
+		if err := s1.Stop(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("first session stopped after %d of %d sends, %d stored", atStop, total, e.countEvents(msgstore.EventMessageReceived, ""))
+		s2 := e.start(e.config(1))
+		waitState(t, s2, session.StateConnected, 30*time.Second)
+		var all []string
+		for id := range ids {
+			all = append(all, id)
+		}
+		select {
+		case err := <-sendErr:
+			t.Fatal(err)
+		default:
+		}
+		waitFor(t, "the whole burst", 60*time.Second, func() error {
+			if n := e.countEvents(msgstore.EventMessageReceived, ""); n < total {
+				return fmt.Errorf("%d/%d stored", n, total)
+			}
+			return nil
+		})
+		time.Sleep(500 * time.Millisecond) // a late duplicate would show now
+		seen := map[string]int{}
+		for _, ev := range e.events() {
+			if ev.Type != msgstore.EventMessageReceived {
+				continue
+			}
+			var d struct{ ID string }
+			if err := json.Unmarshal(ev.Data, &d); err != nil {
+				t.Fatal(err)
+			}
+			seen[d.ID]++
+		}
+		lost, dup := 0, 0
+		for _, id := range all {
+			switch seen[id] {
+			case 0:
+				lost++
+			case 1:
+			default:
+				dup++
+			}
+			if _, err := s2.Messages().Get(context.Background(), profile, id); err != nil {
+				t.Errorf("message %s not stored: %v", id, err)
+			}
+		}
+		t.Logf("burst of %d across a restart: %d lost, %d duplicated", total, lost, dup)
+		if lost != 0 || dup != 0 || len(seen) != total {
+			t.Fatalf("%d lost, %d duplicated, %d distinct events", lost, dup, len(seen))
 		}
 	})
 }
