@@ -140,7 +140,10 @@ func (s *Session) Send(ctx context.Context, req SendRequest) (SendResult, error)
 	}).UnwrapRaw()
 	m := msgstore.Normalize(evt)
 	m.Status = msgstore.StatusSent
-	res, err := s.msgs.PutSent(ctx, s.cfg.Profile, s.cfg.Token, m, req.IdempotencyKey)
+	// WhatsApp has the message now: record it even if the caller gave up.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.StoreTimeout)
+	defer cancel()
+	res, err := s.msgs.PutSent(sctx, s.cfg.Profile, s.cfg.Token, m, req.IdempotencyKey)
 	if err != nil {
 		return SendResult{ID: resp.ID, Timestamp: resp.Timestamp.Unix()}, fmt.Errorf("session %s: sent %s but could not store it: %w", s.cfg.Profile, resp.ID, err)
 	}
