@@ -53,22 +53,23 @@ func TestE2ECrash(t *testing.T) {
 			}
 		}()
 
-		// Kill -9 once the node has stored some of them.
-		storedAtKill := 0
-		waitFor(t, fmt.Sprintf("%d messages stored before the kill", killAfter), 60*time.Second, func() error {
+		// Kill -9 once the node has stored some of them and more are on
+		// their way (queued in wasim until the node acknowledges them).
+		storedAtKill, queuedAtKill := 0, 0
+		waitFor(t, fmt.Sprintf("%d messages stored and a backlog before the kill", killAfter), 60*time.Second, func() error {
 			var page struct {
 				Messages []struct{} `json:"messages"`
 			}
 			c.json(http.MethodGet, "/v1/profiles/"+profile+"/messages?limit=500", nil, http.StatusOK, &page)
-			if storedAtKill = len(page.Messages); storedAtKill < killAfter {
-				return fmt.Errorf("%d stored", storedAtKill)
+			storedAtKill, queuedAtKill = len(page.Messages), s.device(t, device).Queued
+			if storedAtKill < killAfter || queuedAtKill == 0 {
+				return fmt.Errorf("%d stored, %d queued", storedAtKill, queuedAtKill)
 			}
 			return nil
 		})
 		p.kill()
 		killedAt := time.Now()
 		sentAtKill := len(progress)
-		queuedAtKill := s.device(t, device).Queued
 		if storedAtKill >= total {
 			t.Fatalf("the node stored all %d messages before it could be killed", total)
 		}
@@ -89,8 +90,10 @@ func TestE2ECrash(t *testing.T) {
 		})
 		recovered := time.Since(killedAt)
 
+		// Small odd pages: most messages share a second, so page
+		// boundaries fall inside runs of equal timestamps.
 		stored := map[string]int{}
-		for _, m := range c.messages(profile) {
+		for _, m := range c.messagePages(profile, 37) {
 			stored[m.ID]++
 		}
 		evs := c.events(profile, "0")

@@ -18,7 +18,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -590,10 +589,16 @@ func (c *apiClient) waitMessage(id, msgID string, check func(m msgstore.Message)
 // first) with the largest page size.
 func (c *apiClient) messages(id string) []msgstore.Message {
 	c.t.Helper()
+	return c.messagePages(id, msgstore.MaxLimit)
+}
+
+// messagePages pages through every stored message with pages of size.
+func (c *apiClient) messagePages(id string, size int) []msgstore.Message {
+	c.t.Helper()
 	var all []msgstore.Message
 	before := ""
-	for page := 0; page < 1000; page++ {
-		q := url.Values{"limit": {"500"}}
+	for page := 0; page < 10000; page++ {
+		q := url.Values{"limit": {fmt.Sprint(size)}}
 		if before != "" {
 			q.Set("before", before)
 		}
@@ -608,7 +613,7 @@ func (c *apiClient) messages(id string) []msgstore.Message {
 		}
 		before = out.Next
 	}
-	c.t.Fatal("messages: more than 1000 pages")
+	c.t.Fatal("messages: more than 10000 pages")
 	return nil
 }
 
@@ -735,5 +740,3 @@ func missing(have map[string]int, want []string) []string {
 	}
 	return out
 }
-
-var _ = strings.TrimSpace

@@ -8,6 +8,7 @@ package node
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
@@ -71,6 +72,19 @@ func TestE2ELifecycle(t *testing.T) {
 			t.Fatalf("sent reply stored as %+v", m)
 		}
 		c.waitEvent(id, "message.sent", out1.ID, nil)
+
+		// Idempotency-Key: a retried send answers the first result and
+		// sends nothing more.
+		idem := map[string]string{"Idempotency-Key": "e2e-retry-1"}
+		body := map[string]any{"to": s.peerJID(), "text": "sent once"}
+		var first, again sendResult
+		st1, raw1, _ := c.do(http.MethodPost, "/v1/profiles/"+id+"/messages", body, idem)
+		st2, raw2, h2 := c.do(http.MethodPost, "/v1/profiles/"+id+"/messages", body, idem)
+		if st1 != http.StatusAccepted || st2 != http.StatusAccepted || json.Unmarshal(raw1, &first) != nil || json.Unmarshal(raw2, &again) != nil ||
+			first.ID == "" || again != first || h2.Get("Idempotency-Replayed") != "true" {
+			t.Fatalf("idempotent retry: %d %s then %d %s (replayed %q)", st1, raw1, st2, raw2, h2.Get("Idempotency-Replayed"))
+		}
+		s.waitReceived(t, peerNumber, first.ID)
 
 		// Receipts: delivered (the phone's automatic receipt), then read.
 		c.waitEvent(id, "message.ack", out1.ID, ackStatus("delivered"))
@@ -147,8 +161,11 @@ func TestE2ELifecycle(t *testing.T) {
 			return nil
 		})
 
+		if n := countReceived(t, s, peerNumber, first.ID); n != 1 {
+			t.Fatalf("the phone got the idempotent send %d times", n)
+		}
 		received := []string{in1, in2, in3, ed, rv, rc}
-		sent := []string{out1.ID, out2.ID, react.ID, edit.ID, revoke.ID}
+		sent := []string{out1.ID, out2.ID, first.ID, react.ID, edit.ID, revoke.ID}
 		ops := map[string]bool{ed: true, rv: true, rc: true, react.ID: true, edit.ID: true, revoke.ID: true}
 		before := checkStored(t, c, id, received, sent, ops)
 		t.Logf("before restart: %d messages stored, %d events", len(before), len(c.events(id, "0")))
@@ -163,7 +180,9 @@ func TestE2ELifecycle(t *testing.T) {
 		away := s.send(t, peerNumber, map[string]any{"to": s.ownJID(), "text": "sent while the gateway was down"})
 		n = startNode(t, cfg)
 		c = n.api
-		c.waitState(id, "connected", 30*time.Second)
+		if again := c.waitState(id, "connected", 30*time.Second); again.JID != p.JID {
+			t.Fatalf("after restart connected as %q, was %q", again.JID, p.JID)
+		}
 		c.waitMessage(id, away, nil)
 		received = append(received, away)
 		after := c.events(id, cursor)
@@ -226,12 +245,33 @@ func TestE2ELifecycle(t *testing.T) {
 		if code := c.waitQR(id); code == firstQR {
 			t.Fatal("the QR after logout is the old one")
 		}
+		// The wipe is in storage, not only in memory: after a restart the
+		// profile pairs again.
+		if err := n.stop(); err != nil {
+			t.Fatal(err)
+		}
+		n = startNode(t, cfg)
+		c = n.api
+		if p := c.waitState(id, "pairing", 30*time.Second); p.JID != "" {
+			t.Fatalf("restarted after logout with jid %q", p.JID)
+		}
 		device2, _ := c.pair(s, id)
 		if device2 == device {
 			t.Fatalf("re-paired as the removed device %s", device)
 		}
 		t.Logf("unlinked %s: logged_out, credentials wiped, re-paired as %s", device, device2)
 	})
+}
+
+// countReceived counts the copies of id the phone decrypted.
+func countReceived(t testing.TB, s *sim, number, id string) int {
+	n := 0
+	for _, m := range s.received(t, number, 0) {
+		if m.ID == id {
+			n++
+		}
+	}
+	return n
 }
 
 // quotedID is the id a message the peer phone received quotes.
