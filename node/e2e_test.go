@@ -58,6 +58,13 @@ func TestE2ELifecycle(t *testing.T) {
 		}
 		c.waitEvent(id, "message.received", in1, nil)
 
+		// The user types on the phone itself: the companion gets a copy,
+		// stored as the user's own message in the peer's chat.
+		dsm := s.send(t, ownNumber, map[string]any{"to": s.peerJID(), "text": "typed on the phone"})
+		if m := c.waitMessage(id, dsm, nil); !m.FromMe || m.Chat != s.peerJID() || m.Text != "typed on the phone" {
+			t.Fatalf("message sent from the phone stored as %+v", m)
+		}
+
 		// Gateway → phone: text, then a reply quoting in1.
 		out1 := c.send(id, map[string]any{"to": s.peerJID(), "text": "hello from the API"})
 		if got := s.waitReceived(t, peerNumber, out1.ID); got.Type != "text" || got.Text != "hello from the API" || !strings.HasPrefix(got.From, ownNumber) {
@@ -164,7 +171,7 @@ func TestE2ELifecycle(t *testing.T) {
 		if n := countReceived(t, s, peerNumber, first.ID); n != 1 {
 			t.Fatalf("the phone got the idempotent send %d times", n)
 		}
-		received := []string{in1, in2, in3, ed, rv, rc}
+		received := []string{in1, dsm, in2, in3, ed, rv, rc}
 		sent := []string{out1.ID, out2.ID, first.ID, react.ID, edit.ID, revoke.ID}
 		ops := map[string]bool{ed: true, rv: true, rc: true, react.ID: true, edit.ID: true, revoke.ID: true}
 		before := checkStored(t, c, id, received, sent, ops)
