@@ -4,10 +4,12 @@ import (
 	"context"
 	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/amarula/amarula/lease"
 	"github.com/amarula/amarula/registry"
+	"github.com/amarula/amarula/session"
 	"github.com/amarula/amarula/webhook"
 )
 
@@ -65,3 +67,31 @@ func (r *runner) Stop(ctx context.Context, profile string) error {
 func (r *runner) wait() { r.wg.Wait() }
 
 func zapDiscard() *zap.Logger { return zap.NewNop() }
+
+// sessionStates is the amarula_sessions{state} gauge: the sessions of this
+// node by state, read from the registry at scrape time.
+func sessionStates(reg *registry.Registry) prometheus.Collector {
+	return &stateCollector{reg: reg, desc: prometheus.NewDesc("amarula_sessions",
+		"Sessions running on this node by state.", []string{"state"}, nil)}
+}
+
+type stateCollector struct {
+	reg  *registry.Registry
+	desc *prometheus.Desc
+}
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	counts := map[session.State]int{}
+	for _, s := range []session.State{session.StateUnpaired, session.StatePairing, session.StateConnecting, session.StateConnected,
+		session.StateDisconnected, session.StateConflict, session.StateLoggedOut, session.StateStopped} {
+		counts[s] = 0
+	}
+	for _, in := range c.reg.List() {
+		counts[in.State]++
+	}
+	for s, n := range counts {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), string(s))
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"github.com/amarula/amarula/session"
 	"github.com/amarula/amarula/storage"
 	"github.com/amarula/amarula/storage/bolt"
+	"github.com/amarula/amarula/storage/instrumented"
 	"github.com/amarula/amarula/storage/redis"
 	"github.com/amarula/amarula/storage/s3"
 	"github.com/amarula/amarula/webhook"
@@ -45,16 +46,16 @@ type parts struct {
 
 // openStorage opens the storage seam: Redis when configured, else the
 // embedded bbolt store under the data dir (which also locks the dir).
-func (m *Main) openStorage(ctx context.Context) (storage.Store, error) {
+func (m *Main) openStorage(ctx context.Context, onCorrupt func(profile, ns, key string)) (storage.Store, error) {
 	if m.Config.RedisURL != "" {
-		st, err := redis.New(ctx, m.Config.RedisURL, redis.Options{Cluster: m.Config.Cluster})
+		st, err := redis.New(ctx, m.Config.RedisURL, redis.Options{Cluster: m.Config.Cluster, OnCorrupt: onCorrupt})
 		if err != nil {
 			return nil, fmt.Errorf("redis storage: %w", err)
 		}
 		m.Logger.Info("storage: redis")
 		return st, nil
 	}
-	st, err := bolt.Open(m.Config.DataDir, bolt.Options{})
+	st, err := bolt.Open(m.Config.DataDir, bolt.Options{OnCorrupt: onCorrupt})
 	if err != nil {
 		return nil, fmt.Errorf("embedded storage: %w", err)
 	}
@@ -143,9 +144,12 @@ func (m *Main) openParts(ctx context.Context) (err error) {
 			_ = m.closeParts(context.Background())
 		}
 	}()
-	if p.store, err = m.openStorage(ctx); err != nil {
+	sm := instrumented.NewMetrics(m.Registry)
+	raw, err := m.openStorage(ctx, sm.CorruptRead)
+	if err != nil {
 		return err
 	}
+	p.store = instrumented.Wrap(raw, sm)
 	if p.objects, err = m.openObjects(ctx); err != nil {
 		return err
 	}
@@ -198,9 +202,14 @@ func (m *Main) openParts(ctx context.Context) (err error) {
 		return err
 	}
 	p.mirror.reg = p.registry
+	m.Registry.MustRegister(sessionStates(p.registry))
 	target := webhook.CatalogTarget(p.catalog)
+	wm, err := webhook.NewMetrics(m.Registry)
+	if err != nil {
+		return err
+	}
 	p.webhooks = webhook.NewManager(webhook.ManagerConfig{
-		Log: p.store, KV: p.store, Target: target, Logger: m.Logger,
+		Log: p.store, KV: p.store, Target: target, Logger: m.Logger, Metrics: wm,
 	})
 	p.runner = &runner{registry: p.registry, webhooks: p.webhooks}
 
