@@ -405,12 +405,16 @@ var httpClient = &http.Client{Timeout: 30 * time.Second}
 func httpDo(t testing.TB, method, u, key string, body any, hdr map[string]string) (int, []byte, http.Header) {
 	t.Helper()
 	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
+	switch b := body.(type) {
+	case nil:
+	case []byte: // sent as is (bad-input tests)
+		rd = bytes.NewReader(b)
+	default:
+		raw, err := json.Marshal(b)
 		if err != nil {
 			t.Fatal(err)
 		}
-		rd = bytes.NewReader(b)
+		rd = bytes.NewReader(raw)
 	}
 	req, err := http.NewRequest(method, u, rd)
 	if err != nil {
