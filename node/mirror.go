@@ -97,17 +97,29 @@ type clusterSessions struct {
 	*registry.Registry
 	store  storage.KV
 	owners ownerLookup
+	self   string // this node's name
 }
 
 // Info returns the live state of a local session, else the owner's
-// snapshot, else registry's "no session here".
+// snapshot, else the registry's answer ("no session here", or "stopped
+// here"). The registry keeps reporting "stopped" for a profile it stopped
+// — also after a hand-off (rebalance, move, drain of a peer's profile) —
+// so a local "stopped" without a running session yields to the snapshot
+// of the node that owns the profile now.
 func (cs *clusterSessions) Info(ctx context.Context, profile string) (session.Info, error) {
 	in, err := cs.Registry.Info(ctx, profile)
-	if err == nil || !errors.Is(err, registry.ErrNotFound) || cs.owners == nil {
+	if cs.owners == nil {
+		return in, err
+	}
+	if err == nil {
+		if _, running := cs.Registry.Lookup(profile); running {
+			return in, nil
+		}
+	} else if !errors.Is(err, registry.ErrNotFound) {
 		return in, err
 	}
 	owner, _, oerr := cs.owners.Owner(ctx, profile)
-	if oerr != nil || owner == "" {
+	if oerr != nil || owner == "" || owner == cs.self {
 		return in, err
 	}
 	b, gerr := cs.store.Get(ctx, profile, nsSessionInfo, keySessionInfo)
