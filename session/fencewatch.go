@@ -3,6 +3,8 @@ package session
 import (
 	"context"
 	"errors"
+	"sync"
+	"time"
 
 	"github.com/amarula/amarula/storage"
 )
@@ -17,16 +19,86 @@ import (
 //     session drop its connection and reconnect only once storage answers
 //     again, so WhatsApp keeps the messages it could not store queued
 //     instead of handing them to a session that cannot keep them.
+//
+// It also seals the session's storage when the session ends: after seal
+// returns, no write of this session lands any more (whatsmeow may still be
+// finishing a decryption on its own goroutine after the socket closed; a
+// late ratchet commit racing the next session's would corrupt the Signal
+// state). The refused decryption is not acknowledged either (the socket is
+// gone), so WhatsApp redelivers it to the next session.
 type watchedStore struct {
 	storage.Store
 	onFenced  func(error)
 	onFailure func(error)
+
+	mu     sync.Mutex
+	sealed bool
+	active int           // writes in progress
+	idle   chan struct{} // closed when active drops to 0 after sealing
+}
+
+// errSealed refuses writes of a session that has ended.
+var errSealed = errors.New("session: ended; its storage is sealed")
+
+// enter admits one write, or refuses it after seal.
+func (w *watchedStore) enter() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.sealed {
+		return errSealed
+	}
+	w.active++
+	return nil
+}
+
+func (w *watchedStore) exit() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.active--
+	if w.active == 0 && w.idle != nil {
+		close(w.idle)
+		w.idle = nil
+	}
+}
+
+// seal refuses every later write and waits (at most timeout) for the
+// writes in progress. It reports whether they all finished.
+func (w *watchedStore) seal(timeout time.Duration) bool {
+	w.mu.Lock()
+	w.sealed = true
+	if w.active == 0 {
+		w.mu.Unlock()
+		return true
+	}
+	if w.idle == nil {
+		w.idle = make(chan struct{})
+	}
+	idle := w.idle
+	w.mu.Unlock()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-idle:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// write runs one gated write.
+func (w *watchedStore) write(do func() error) error {
+	if err := w.enter(); err != nil {
+		return err
+	}
+	defer w.exit()
+	return w.check(do())
 }
 
 // check classifies err; it returns err unchanged.
 func (w *watchedStore) check(err error) error {
 	switch {
 	case err == nil,
+		errors.Is(err, errSealed),
 		errors.Is(err, storage.ErrNotFound),
 		errors.Is(err, context.Canceled),
 		errors.Is(err, storage.ErrInvalidArgument),
@@ -55,29 +127,33 @@ func (w *watchedStore) Scan(ctx context.Context, profile, ns, prefix string) ([]
 }
 
 func (w *watchedStore) Put(ctx context.Context, profile string, token storage.Token, ns, key string, value []byte) error {
-	return w.check(w.Store.Put(ctx, profile, token, ns, key, value))
+	return w.write(func() error { return w.Store.Put(ctx, profile, token, ns, key, value) })
 }
 
 func (w *watchedStore) PutMany(ctx context.Context, profile string, token storage.Token, entries []storage.Entry) error {
-	return w.check(w.Store.PutMany(ctx, profile, token, entries))
+	return w.write(func() error { return w.Store.PutMany(ctx, profile, token, entries) })
 }
 
 func (w *watchedStore) Delete(ctx context.Context, profile string, token storage.Token, ns, key string) error {
-	return w.check(w.Store.Delete(ctx, profile, token, ns, key))
+	return w.write(func() error { return w.Store.Delete(ctx, profile, token, ns, key) })
 }
 
 func (w *watchedStore) ClearNamespace(ctx context.Context, profile string, token storage.Token, ns string) error {
-	return w.check(w.Store.ClearNamespace(ctx, profile, token, ns))
+	return w.write(func() error { return w.Store.ClearNamespace(ctx, profile, token, ns) })
 }
 
 func (w *watchedStore) Clear(ctx context.Context, profile string, token storage.Token) error {
-	return w.check(w.Store.Clear(ctx, profile, token))
+	return w.write(func() error { return w.Store.Clear(ctx, profile, token) })
 }
 
 // Txn checks the commit and every read inside the transaction, but not
 // the callback's own errors: a failed decryption inside whatsmeow's
 // decryption transaction is not a storage failure.
 func (w *watchedStore) Txn(ctx context.Context, profile string, token storage.Token, fn func(tx storage.Tx) error) ([]string, error) {
+	if err := w.enter(); err != nil {
+		return nil, err
+	}
+	defer w.exit()
 	var fnErr error
 	cursors, err := w.Store.Txn(ctx, profile, token, func(tx storage.Tx) error {
 		fnErr = fn(&watchedTx{Tx: tx, w: w})
@@ -90,12 +166,17 @@ func (w *watchedStore) Txn(ctx context.Context, profile string, token storage.To
 }
 
 func (w *watchedStore) Append(ctx context.Context, profile string, token storage.Token, typ string, data []byte) (string, error) {
-	cursor, err := w.Store.Append(ctx, profile, token, typ, data)
-	return cursor, w.check(err)
+	var cursor string
+	err := w.write(func() error {
+		var err error
+		cursor, err = w.Store.Append(ctx, profile, token, typ, data)
+		return err
+	})
+	return cursor, err
 }
 
 func (w *watchedStore) Ack(ctx context.Context, profile string, token storage.Token, consumer, cursor string) error {
-	return w.check(w.Store.Ack(ctx, profile, token, consumer, cursor))
+	return w.write(func() error { return w.Store.Ack(ctx, profile, token, consumer, cursor) })
 }
 
 // watchedTx checks the reads of a transaction.

@@ -561,17 +561,22 @@ func (s *Session) halt(cause error) step {
 // stop ends the session cleanly.
 func (s *Session) stop() step {
 	s.client().Disconnect()
-	s.drain()
 	s.emit(msgstore.EventSessionDisconnected, map[string]any{"reason": "stopped"})
+	s.drain()
 	s.setState(StateStopped, nil)
 	return nil
 }
 
-// drain refuses new message handling and waits for in-flight writes.
+// drain refuses new message handling, seals the session's storage (no
+// write of this session lands after it, not even one whatsmeow finishes
+// late) and waits for in-flight writes.
 func (s *Session) drain() {
 	s.mu.Lock()
 	s.closing = true
 	s.mu.Unlock()
+	if !s.ws.seal(s.cfg.StoreTimeout + time.Second) {
+		s.log.Warn("storage writes still running after the session ended")
+	}
 	waited := make(chan struct{})
 	go func() { s.inflight.Wait(); close(waited) }()
 	select {

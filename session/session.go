@@ -252,7 +252,8 @@ type Info struct {
 type Session struct {
 	cfg       Config
 	log       *slog.Logger
-	st        storage.Store
+	st        storage.Store // ws, as the seam
+	ws        *watchedStore
 	msgs      *msgstore.Store
 	container *signal.Container
 	grantDone <-chan struct{}
@@ -302,6 +303,7 @@ func New(cfg Config) (*Session, error) {
 	// Every write of the session (ours and whatsmeow's) goes through the
 	// watcher: a fenced write anywhere halts the session.
 	st := &watchedStore{Store: cfg.Store, onFenced: s.fenced, onFailure: s.storageFailed}
+	s.ws = st
 	container, err := signal.New(st, cfg.Profile, cfg.Token, newWALogger(s.log, cfg.WhatsmeowLogLevel))
 	if err != nil {
 		return nil, fmt.Errorf("session %s: %w", cfg.Profile, err)
