@@ -39,11 +39,11 @@ func TestChaosZombie(t *testing.T) {
 	tr := c.StartTraffic(ls, f.messages, f.interval, 2*time.Minute)
 	must(t, tr.WaitCount(f.messages/4, time.Minute))
 	frozenAt := time.Now()
-	must(t, zombie.Freeze())
+	must(t, c.Freeze(zombie))
 	thawed := false
 	t.Cleanup(func() {
 		if !thawed {
-			_ = zombie.Thaw()
+			_ = c.Thaw(zombie)
 		}
 	})
 	took, err := c.WaitReconnected(devices, devsBefore, frozenAt, 3*f.ttl+30*time.Second)
@@ -59,9 +59,8 @@ func TestChaosZombie(t *testing.T) {
 	}
 	atThaw, devsAtThaw, err := c.DeviceTotals(devices)
 	must(t, err)
-	fencedBefore := c.FencedWrites()[zombie.Name]
 	thawedAt := time.Now()
-	must(t, zombie.Thaw())
+	must(t, c.Thaw(zombie))
 	thawed = true
 	// The zombie notices its lease is gone, stops its sessions, grants a
 	// new lease and becomes ready again.
@@ -104,13 +103,14 @@ func TestChaosZombie(t *testing.T) {
 		}
 	}
 	fenced := c.FencedWrites()[zombie.Name]
+	fencedLogged := c.FencedLogLines()[zombie.Name]
 	nodeDec, phoneDec := checkDecrypt(t, c)
 	ds := testcluster.Values(took)
 	figures(t, "zombie", "profiles", len(ls), "sent", d.Sent+d2.Sent, "stored", d.Stored+d2.Stored,
 		"duplicated", d.Duplicated+d2.Duplicated, "lost", d.Lost+d2.Lost,
 		"replies_sent", out, "replies_decrypted", dec, "replies_dup", dup,
 		"decrypt_failures_nodes", nodeDec, "decrypt_failures_phones", phoneDec,
-		"fenced_writes_logged", fenced, "late_writes_refused", fmt.Sprintf("%d/%d", refused, len(ls)), "fenced_before_thaw", fencedBefore, "sessions_halted_logged", halted,
+		"zombie_fenced_writes_metric", fenced, "zombie_fenced_log_lines", fencedLogged, "late_writes_refused", fmt.Sprintf("%d/%d", refused, len(ls)), "sessions_halted_logged", halted,
 		"overlap_ms_frozen", atThaw.OverlapMs-before.OverlapMs, "overlap_ms_after_thaw", after.OverlapMs-atThaw.OverlapMs,
 		"replaced_frozen", atThaw.Replaced-before.Replaced, "replaced_after_thaw", after.Replaced-atThaw.Replaced,
 		"failover_p50", testcluster.Percentile(ds, 50), "failover_p99", testcluster.Percentile(ds, 99),

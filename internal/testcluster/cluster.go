@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -58,6 +59,7 @@ type Cluster struct {
 	nodes  []*Node
 	seq    int
 	phones int
+	avoid  map[string]bool // frozen or cut-off nodes: API calls go elsewhere
 }
 
 // Node is one amarula-node process.
@@ -205,9 +207,10 @@ func (c *Cluster) Running() []*Node {
 }
 
 // API returns a client of the first running node other than the excluded
-// ones (nil when none runs).
+// ones, preferring nodes that are not frozen or cut off (nil when none
+// runs).
 func (c *Cluster) API(exclude ...string) *Client {
-	for _, n := range c.Running() {
+	for _, n := range c.serving() {
 		skip := false
 		for _, e := range exclude {
 			skip = skip || n.Name == e
@@ -332,11 +335,17 @@ func (n *Node) Restart(timeout time.Duration) error {
 	return n.WaitReady(timeout)
 }
 
-// Freeze sends SIGSTOP (a zombie: GC pause, frozen VM); Thaw sends SIGCONT.
-func (n *Node) Freeze() error { return n.Signal(syscall.SIGSTOP) }
+// Freeze sends SIGSTOP to a node (a zombie: GC pause, frozen VM).
+func (c *Cluster) Freeze(n *Node) error {
+	c.setAvoid(n.Name, true)
+	return n.Signal(syscall.SIGSTOP)
+}
 
-// Thaw resumes a frozen node.
-func (n *Node) Thaw() error { return n.Signal(syscall.SIGCONT) }
+// Thaw resumes a frozen node with SIGCONT.
+func (c *Cluster) Thaw(n *Node) error {
+	defer c.setAvoid(n.Name, false)
+	return n.Signal(syscall.SIGCONT)
+}
 
 // DumpLogs prints the log tail of every process (on test failure).
 func (c *Cluster) DumpLogs() {
@@ -364,10 +373,42 @@ func (c *Cluster) DumpLogs() {
 // ErrNoNode is returned when no node runs.
 var ErrNoNode = errors.New("no running node")
 
-// anyAPI runs f against running nodes in turn until one answers.
+// setAvoid marks a node as frozen or cut off (or not any more): the
+// harness sends its API calls to other nodes first.
+func (c *Cluster) setAvoid(name string, on bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.avoid == nil {
+		c.avoid = map[string]bool{}
+	}
+	if on {
+		c.avoid[name] = true
+	} else {
+		delete(c.avoid, name)
+	}
+}
+
+// serving returns the running nodes, the avoided ones last.
+func (c *Cluster) serving() []*Node {
+	var good, bad []*Node
+	c.mu.Lock()
+	avoid := maps.Clone(c.avoid)
+	c.mu.Unlock()
+	for _, n := range c.Running() {
+		if avoid[n.Name] {
+			bad = append(bad, n)
+		} else {
+			good = append(good, n)
+		}
+	}
+	return append(good, bad...)
+}
+
+// anyAPI runs f against running nodes in turn (frozen or cut-off ones
+// last) until one answers.
 func (c *Cluster) anyAPI(f func(*Client) error) error {
 	var last error = ErrNoNode
-	for _, n := range c.Running() {
+	for _, n := range c.serving() {
 		if last = f(n.API); last == nil {
 			return nil
 		}

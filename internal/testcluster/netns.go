@@ -181,6 +181,7 @@ func (c *Cluster) CutFromEtcd(node *Node) error {
 	if node.NS == nil {
 		return fmt.Errorf("%s runs on loopback: partitions need Options.Netns", node.Name)
 	}
+	c.setAvoid(node.Name, true)
 	return node.NS.Block(c.Net.EtcdIP)
 }
 
@@ -190,6 +191,7 @@ func (c *Cluster) CutFromPeers(node *Node) error {
 	if node.NS == nil {
 		return fmt.Errorf("%s runs on loopback: partitions need Options.Netns", node.Name)
 	}
+	c.setAvoid(node.Name, true)
 	for _, o := range c.Nodes() {
 		if o == node || o.NS == nil {
 			continue
@@ -208,6 +210,7 @@ func (c *Cluster) CutFromPeers(node *Node) error {
 func (c *Cluster) Heal() error {
 	var errs []string
 	for _, n := range c.Nodes() {
+		c.setAvoid(n.Name, false)
 		if n.NS == nil {
 			continue
 		}

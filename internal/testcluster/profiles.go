@@ -375,9 +375,22 @@ func (c *Cluster) DecryptFailures() (nodes, phones int) {
 	return nodes, c.Wasim.CountLog("could not decrypt")
 }
 
-// FencedWrites counts storage writes refused with ErrFenced, as logged by
-// the nodes (the message of storage.ErrFenced), per node.
+// FencedWrites reads amarula_fenced_writes_total (storage writes refused
+// with ErrFenced) of every running node that answers /metrics. The
+// counter restarts at 0 with each run of a node: read it before a restart.
 func (c *Cluster) FencedWrites() map[string]int {
+	out := map[string]int{}
+	for _, n := range c.Running() {
+		if m, err := n.API.Metrics(); err == nil {
+			out[n.Name] = int(m["amarula_fenced_writes_total"])
+		}
+	}
+	return out
+}
+
+// FencedLogLines counts log lines with storage.ErrFenced's message, per
+// node, over every run of the node.
+func (c *Cluster) FencedLogLines() map[string]int {
 	out := map[string]int{}
 	for _, n := range c.Nodes() {
 		out[n.Name] = n.CountLog("write fenced by a newer owner")
