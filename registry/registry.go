@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/amarula/amarula/lease"
+	"github.com/amarula/amarula/media"
 	"github.com/amarula/amarula/msgstore"
 	"github.com/amarula/amarula/session"
 	"github.com/amarula/amarula/storage"
@@ -67,6 +68,8 @@ type slot struct {
 	grant *lease.Grant
 	owned bool // acquired by the registry itself (Connect): released on Stop
 }
+
+var _ media.Rerequester = (*Registry)(nil)
 
 // Registry is the local table of running sessions. Safe for concurrent use.
 type Registry struct {
@@ -314,6 +317,22 @@ func (r *Registry) Send(ctx context.Context, profile string, req session.SendReq
 		return session.SendResult{}, err
 	}
 	return s.Send(ctx, req)
+}
+
+// RequestReupload asks the sender's phone to re-upload the media of
+// message msgID of profile and returns the new direct path; it implements
+// media.Rerequester. A phone that no longer has the file answers an error
+// wrapping media.ErrPermanent (and session.ErrMediaNotOnPhone).
+func (r *Registry) RequestReupload(ctx context.Context, profile, msgID string, m msgstore.Media) (string, error) {
+	s, err := r.session(profile)
+	if err != nil {
+		return "", err
+	}
+	path, err := s.RequestReupload(ctx, msgID, m)
+	if errors.Is(err, session.ErrMediaNotOnPhone) {
+		return "", fmt.Errorf("%w: %w", media.ErrPermanent, err)
+	}
+	return path, err
 }
 
 // Disconnect closes the profile's connection but keeps its slot; the

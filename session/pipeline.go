@@ -34,6 +34,8 @@ func (s *Session) handle(evt any) bool {
 		*events.PairSuccess, *events.PairError, *events.ConnectFailure, *events.TemporaryBan,
 		*events.ClientOutdated, *events.KeepAliveTimeout:
 		s.push(e)
+	case *events.MediaRetry:
+		s.onMediaRetry(e)
 	case *events.StreamError:
 		s.log.Warn("unknown stream error", "code", e.Code)
 	case *events.UndecryptableMessage:

@@ -61,6 +61,7 @@ import (
 	"go.mau.fi/whatsmeow"
 	"go.mau.fi/whatsmeow/store"
 	"go.mau.fi/whatsmeow/types"
+	"go.mau.fi/whatsmeow/types/events"
 
 	"github.com/amarula/amarula/lease"
 	"github.com/amarula/amarula/msgstore"
@@ -274,12 +275,13 @@ type Session struct {
 	qr             *QR
 	queue          []any // whatsmeow events and commands for the supervisor
 	connectedSince time.Time
-	halted         bool      // fenced or lease lost: refuse every further write
-	jid, lid       types.JID // own identity (empty until paired), kept here so no
-	pushName       string    // reader races whatsmeow's writes to its device
-	closing        bool      // draining: refuse new message handling
-	storageDown    bool      // a storage failure is queued to the supervisor
-	failures       int       // consecutive failed connection attempts
+	halted         bool                               // fenced or lease lost: refuse every further write
+	jid, lid       types.JID                          // own identity (empty until paired), kept here so no
+	pushName       string                             // reader races whatsmeow's writes to its device
+	closing        bool                               // draining: refuse new message handling
+	storageDown    bool                               // a storage failure is queued to the supervisor
+	retries        map[string]chan *events.MediaRetry // RequestReupload waiters by message id
+	failures       int                                // consecutive failed connection attempts
 }
 
 // New validates cfg and builds the session. It starts nothing.

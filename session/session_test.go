@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -470,6 +471,52 @@ func TestMediaReceivedWithHook(t *testing.T) {
 		}
 		if notified.Load() == 0 {
 			t.Fatal("AfterStore not called")
+		}
+	})
+}
+
+// TestRequestReupload: for an image whose file the CDN expired, the phone
+// re-uploads it on request and the session returns the new direct path;
+// for media the phone never sent, it answers "not on phone".
+func TestRequestReupload(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		s, _ := e.pairQR(1)
+		id, err := e.peer.SendMedia(e.own.JID(), "image", "image/jpeg", []byte("jpeg bytes, more or less"), "", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := e.waitMessage(s, id, nil)
+		cdn := func(path string) int {
+			resp, err := http.Get("http://" + e.Srv.Addr() + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			return resp.StatusCode
+		}
+		if _, err := e.Srv.ExpireMedia(id); err != nil {
+			t.Fatal(err)
+		}
+		if code := cdn(m.Media.DirectPath); code != http.StatusNotFound {
+			t.Fatalf("expired file answers %d", code)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		path, err := s.RequestReupload(ctx, id, *m.Media)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code := cdn(path); path == "" || code != http.StatusOK {
+			t.Fatalf("re-uploaded direct path %q answers %d", path, code)
+		}
+		// Media the phone never sent (stored by hand here).
+		fake := msgstore.Message{ID: "FAKE00000000000000000001", Chat: e.peer.JID().String(), From: e.peer.JID().String(),
+			Type: msgstore.TypeMedia, Timestamp: time.Now().Unix(), Media: &msgstore.Media{Kind: "image", MediaKey: m.Media.MediaKey, DirectPath: "/x?y"}}
+		if _, err := s.Messages().Put(ctx, profile, 1, fake, msgstore.History); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.RequestReupload(ctx, fake.ID, *fake.Media); !errors.Is(err, session.ErrMediaNotOnPhone) {
+			t.Fatalf("reupload of unknown media: %v", err)
 		}
 	})
 }
