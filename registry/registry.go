@@ -335,6 +335,29 @@ func (r *Registry) RequestReupload(ctx context.Context, profile, msgID string, m
 	return path, err
 }
 
+// MediaHosts returns WhatsApp's media CDN hosts as seen by a connected
+// session of this node (they are the same for every account), for the
+// media worker's CDN downloader (media.CDN.Hosts).
+func (r *Registry) MediaHosts(ctx context.Context) ([]string, error) {
+	r.mu.Lock()
+	var sessions []*session.Session
+	for _, sl := range r.slots {
+		if sl.sess != nil && sl.sess.State() == session.StateConnected {
+			sessions = append(sessions, sl.sess)
+		}
+	}
+	r.mu.Unlock()
+	var errs []error
+	for _, s := range sessions {
+		hosts, err := s.MediaHosts(ctx)
+		if err == nil && len(hosts) > 0 {
+			return hosts, nil
+		}
+		errs = append(errs, err)
+	}
+	return nil, fmt.Errorf("registry: media hosts: no connected session answered: %w", errors.Join(append(errs, ErrNotFound)...))
+}
+
 // Disconnect closes the profile's connection but keeps its slot; the
 // session reconnects after its backoff (or at once on Connect).
 func (r *Registry) Disconnect(ctx context.Context, profile string) error {

@@ -203,6 +203,13 @@ func TestThroughRegistry(t *testing.T) {
 			t.Fatalf("chat list: %+v %v", page.Messages, err)
 		}
 
+		if hosts, err := w.reg.MediaHosts(ctx); err != nil || len(hosts) == 0 {
+			t.Fatalf("MediaHosts: %v %v", hosts, err)
+		}
+		if _, err := w.reg.RequestReupload(ctx, "bob", in, msgstore.Media{}); !errors.Is(err, registry.ErrNotFound) {
+			t.Fatalf("RequestReupload for a profile not running here: %v", err)
+		}
+
 		before := w.sim.Device(t, dev).ConnectionsTotal
 		if err := w.reg.Disconnect(ctx, "alice"); err != nil {
 			t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 
 	"go.mau.fi/whatsmeow"
 	"go.mau.fi/whatsmeow/proto/waMmsRetry"
@@ -102,4 +103,36 @@ func (s *Session) onMediaRetry(e *events.MediaRetry) {
 	case answer <- e:
 	default:
 	}
+}
+
+// MediaHosts returns the CDN hosts WhatsApp hands this session for media
+// downloads (whatsmeow's cached media connection, refreshed when stale),
+// for the media worker's CDN downloader.
+func (s *Session) MediaHosts(ctx context.Context) ([]string, error) {
+	if !s.running() {
+		return nil, ErrNotRunning
+	}
+	mc, err := s.client().DangerousInternals().RefreshMediaConn(ctx, false) //nolint:staticcheck // the only access to media hosts
+	if err != nil {
+		return nil, fmt.Errorf("session %s: media hosts: %w", s.cfg.Profile, err)
+	}
+	hosts := make([]string, 0, len(mc.Hosts))
+	for _, h := range mc.Hosts {
+		hosts = append(hosts, h.Hostname)
+	}
+	return hosts, nil
+}
+
+// MediaHTTPClient is the HTTP client media requests must use: the
+// simulator redirect when Config.WhatsAppURL is set, nil (the default
+// client) for real WhatsApp.
+func (s *Session) MediaHTTPClient() *http.Client {
+	if s.cfg.WhatsAppURL == "" {
+		return nil
+	}
+	addr, err := simulatorAddr(s.cfg.WhatsAppURL)
+	if err != nil {
+		return nil
+	}
+	return loopbackHTTPClient(addr)
 }

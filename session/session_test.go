@@ -509,6 +509,19 @@ func TestRequestReupload(t *testing.T) {
 		if code := cdn(path); path == "" || code != http.StatusOK {
 			t.Fatalf("re-uploaded direct path %q answers %d", path, code)
 		}
+		// What the media worker gets to download it the way whatsmeow does.
+		hosts, err := s.MediaHosts(ctx)
+		if err != nil || len(hosts) == 0 {
+			t.Fatalf("media hosts %v %v", hosts, err)
+		}
+		resp, err := s.MediaHTTPClient().Get("https://" + hosts[0] + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("download through the session's media client: %d", resp.StatusCode)
+		}
 		// Media the phone never sent (stored by hand here).
 		fake := msgstore.Message{ID: "FAKE00000000000000000001", Chat: e.peer.JID().String(), From: e.peer.JID().String(),
 			Type: msgstore.TypeMedia, Timestamp: time.Now().Unix(), Media: &msgstore.Media{Kind: "image", MediaKey: m.Media.MediaKey, DirectPath: "/x?y"}}
