@@ -3,6 +3,7 @@ package chaos
 import (
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -64,6 +65,7 @@ func TestChaosPartition(t *testing.T) {
 		}
 		ovBefore, snap, err := c.DeviceTotals(devices)
 		must(t, err)
+		revokesBefore := victim.CountLog("revoked lease of dead node")
 		cutAt := time.Now()
 		must(t, cut(victim))
 		took, err := c.WaitReconnected(devs, snap, cutAt, timeout)
@@ -78,6 +80,8 @@ func TestChaosPartition(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 		readyErr := victim.API.Ready()
+		// The cut-off node is the minority: it must not revoke anyone.
+		minorityRevokes := victim.LogLines("revoked lease of dead node")[revokesBefore:]
 		out, dec, dup, err := c.SendFromProfiles(ls, "during-"+name, 30*time.Second)
 		must(t, err)
 		healAt := time.Now()
@@ -90,9 +94,12 @@ func TestChaosPartition(t *testing.T) {
 		figures(t, "partition-"+name, "victim", victim.Name, "victim_profiles", len(owned),
 			"victim_readyz_while_cut", fmt.Sprintf("%q", errString(readyErr)),
 			"replies_sent", out, "replies_decrypted", dec, "replies_dup", dup,
-			"overlap_ms", ovAfter.OverlapMs-ovBefore.OverlapMs, "replaced", ovAfter.Replaced-ovBefore.Replaced,
+			"minority_revocations", len(minorityRevokes), "overlap_ms", ovAfter.OverlapMs-ovBefore.OverlapMs, "replaced", ovAfter.Replaced-ovBefore.Replaced,
 			"takeover_p50", testcluster.Percentile(ds, 50), "takeover_p99", testcluster.Percentile(ds, 99),
 			"takeover_max", testcluster.Percentile(ds, 100), "healed_after", healAt.Sub(cutAt), "lease_ttl", f.ttl)
+		if len(minorityRevokes) > 0 {
+			t.Errorf("%s: the cut-off node %s (no quorum) revoked leases of majority members:\n%s", name, victim.Name, strings.Join(minorityRevokes, "\n"))
+		}
 		if dec != out || dup != 0 {
 			t.Errorf("%s: replies sent %d, decrypted %d, duplicated %d", name, out, dec, dup)
 		}
@@ -116,9 +123,9 @@ func TestChaosPartition(t *testing.T) {
 	must(t, err)
 	end, _, err := c.DeviceTotals(devices)
 	must(t, err)
-	nodeDec, phoneDec := checkDecrypt(t, c)
+	nodeDec, transientDec, phoneDec := checkDecrypt(t, c, sent)
 	figures(t, "partition", "profiles", len(ls), "sent", d.Sent, "stored", d.Stored, "duplicated", d.Duplicated, "lost", d.Lost,
-		"decrypt_failures_nodes", nodeDec, "decrypt_failures_phones", phoneDec, "fenced_writes", sum(c.FencedWrites()),
+		"decrypt_failures_nodes", nodeDec, "decrypt_transient_redelivered", transientDec, "decrypt_failures_phones", phoneDec, "fenced_writes", sum(c.FencedWrites()),
 		"overlap_ms", end.OverlapMs-start.OverlapMs, "owned_sum_excess", excess, "owned_excess_for", excessFor, "samples", samples)
 	checkDelivery(t, d)
 	if p := w.Problems(); len(p) > 0 {

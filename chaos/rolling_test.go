@@ -79,11 +79,11 @@ func TestChaosRollingRestart(t *testing.T) {
 	must(t, err)
 	after, _, err := c.DeviceTotals(devices)
 	must(t, err)
-	nodeDec, phoneDec := checkDecrypt(t, c)
+	nodeDec, transientDec, phoneDec := checkDecrypt(t, c, sent)
 	figures(t, "rolling-restart", "nodes", len(c.Nodes()), "profiles", len(ls), "handoffs", len(handoffs),
 		"sent", d.Sent, "stored", d.Stored, "duplicated", d.Duplicated, "lost", d.Lost,
 		"replies_sent", out, "replies_decrypted", dec, "replies_dup", dup,
-		"decrypt_failures_nodes", nodeDec, "decrypt_failures_phones", phoneDec,
+		"decrypt_failures_nodes", nodeDec, "decrypt_transient_redelivered", transientDec, "decrypt_failures_phones", phoneDec,
 		"fenced_writes", sum(c.FencedWrites()), "overlap_ms", after.OverlapMs-before.OverlapMs, "replaced", after.Replaced-before.Replaced,
 		"handoff_p50", testcluster.Percentile(handoffs, 50), "handoff_p99", testcluster.Percentile(handoffs, 99),
 		"handoff_max", testcluster.Percentile(handoffs, 100), "drain_exit_max", testcluster.Percentile(drains, 100))
@@ -164,11 +164,11 @@ func TestChaosJoin(t *testing.T) {
 	if span := last.Sub(first); span > 0 {
 		rate = float64(moved-1) / span.Seconds()
 	}
-	nodeDec, phoneDec := checkDecrypt(t, c)
+	nodeDec, transientDec, phoneDec := checkDecrypt(t, c, sent)
 	figures(t, "join", "profiles", len(ls), "moved", moved, "moved_to_new", len(w.OwnedBy(n4.Name)), "thrash", thrash,
 		"first_move_after_join", first.Sub(joinAt), "move_span", last.Sub(first), "move_rate_per_s", fmt.Sprintf("%.1f", rate),
 		"sent", d.Sent, "stored", d.Stored, "duplicated", d.Duplicated, "lost", d.Lost,
-		"decrypt_failures_nodes", nodeDec, "decrypt_failures_phones", phoneDec,
+		"decrypt_failures_nodes", nodeDec, "decrypt_transient_redelivered", transientDec, "decrypt_failures_phones", phoneDec,
 		"fenced_writes", sum(c.FencedWrites()), "overlap_ms", after.OverlapMs-before.OverlapMs, "replaced", after.Replaced-before.Replaced)
 	checkDelivery(t, d)
 	if ov := after.OverlapMs - before.OverlapMs; ov != 0 {

@@ -366,13 +366,24 @@ func (c *Cluster) SendFromProfiles(ls []Linked, tag string, timeout time.Duratio
 
 // DecryptFailures counts decryption failures on both sides, from the
 // logs: the nodes' "undecryptable message" (whatsmeow could not decrypt
-// what a phone sent) and wasim's "could not decrypt" (a phone could not
-// decrypt what a node sent, answered with a retry receipt).
-func (c *Cluster) DecryptFailures() (nodes, phones int) {
+// what a phone sent; the ids are returned) and wasim's "could not
+// decrypt" (a phone could not decrypt what a node sent and answered with a
+// retry receipt). A node-side failure whose message was later stored was
+// transient (e.g. storage down: the message was not acknowledged and got
+// redelivered); the caller tells them apart with the stored ids.
+func (c *Cluster) DecryptFailures() (nodeIDs []string, phones int) {
 	for _, n := range c.Nodes() {
-		nodes += n.CountLog("undecryptable message")
+		for _, line := range n.LogLines("undecryptable message") {
+			id := "?"
+			for _, f := range strings.Fields(line) {
+				if v, ok := strings.CutPrefix(f, "id="); ok {
+					id = v
+				}
+			}
+			nodeIDs = append(nodeIDs, id)
+		}
 	}
-	return nodes, c.Wasim.CountLog("could not decrypt")
+	return nodeIDs, c.Wasim.CountLog("could not decrypt")
 }
 
 // FencedWrites reads amarula_fenced_writes_total (storage writes refused
