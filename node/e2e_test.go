@@ -201,6 +201,15 @@ func TestE2ELifecycle(t *testing.T) {
 		if countEvents(after, "session.connected", "") == 0 {
 			t.Fatal("no session.connected after restart")
 		}
+		// The idempotency record outlives the restart.
+		st3, raw3, h3 := c.do(http.MethodPost, "/v1/profiles/"+id+"/messages", body, idem)
+		var third sendResult
+		if st3 != http.StatusAccepted || json.Unmarshal(raw3, &third) != nil || third != first || h3.Get("Idempotency-Replayed") != "true" {
+			t.Fatalf("idempotent retry after restart: %d %s (replayed %q), first answer %+v", st3, raw3, h3.Get("Idempotency-Replayed"), first)
+		}
+		if n := countReceived(t, s, peerNumber, first.ID); n != 1 {
+			t.Fatalf("the phone got the idempotent send %d times after the replay", n)
+		}
 		all := checkStored(t, c, id, received, sent, ops)
 		if len(all) != len(before)+1 {
 			t.Fatalf("after restart %d messages stored, want %d", len(all), len(before)+1)
