@@ -24,6 +24,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/amarula/amarula/lease"
 	"github.com/amarula/amarula/media"
 	"github.com/amarula/amarula/msgstore"
@@ -60,7 +62,16 @@ type Config struct {
 	// CloseParallelism bounds how many sessions Close stops at once
 	// (drain). Default 64.
 	CloseParallelism int
+	// ConnectRate bounds connection attempts of all sessions of this node
+	// per second (AMARULA_CONNECT_RATE), so a failover of thousands of
+	// profiles does not hammer WhatsApp; the sessions' backoff adds jitter.
+	// Default 20; negative: unlimited. Ignored when Session.ConnectLimiter
+	// is set.
+	ConnectRate float64
 }
+
+// DefaultConnectRate is the default of Config.ConnectRate.
+const DefaultConnectRate = 20
 
 // slot is one running session.
 type slot struct {
@@ -97,6 +108,12 @@ func New(cfg Config) (*Registry, error) {
 	}
 	if cfg.CloseParallelism <= 0 {
 		cfg.CloseParallelism = 64
+	}
+	if cfg.ConnectRate == 0 {
+		cfg.ConnectRate = DefaultConnectRate
+	}
+	if cfg.Session.ConnectLimiter == nil && cfg.ConnectRate > 0 {
+		cfg.Session.ConnectLimiter = rate.NewLimiter(rate.Limit(cfg.ConnectRate), max(1, int(cfg.ConnectRate)))
 	}
 	return &Registry{
 		cfg:     cfg,

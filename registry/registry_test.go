@@ -285,3 +285,41 @@ func TestCloseStopsAll(t *testing.T) {
 		}
 	})
 }
+
+// TestConnectRate: the node-wide connect limiter spaces the sessions'
+// connection attempts (5 sessions at 2/s with a burst of 2 need ≥ 1.5 s).
+func TestConnectRate(t *testing.T) {
+	st := sessiontest.Backends[0].Open(t)
+	sim := sessiontest.NewSim(t)
+	leases := lease.NewLocal(st, "n1")
+	t.Cleanup(func() { _ = leases.Close() })
+	reg, err := registry.New(registry.Config{Node: "n1", Store: st, Leases: leases,
+		Session: sim.Config(t, st, "", 0), Logger: sessiontest.Logger(t), ConnectRate: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = reg.Close(ctx)
+	})
+	ctx := context.Background()
+	profiles := []string{"r1", "r2", "r3", "r4", "r5"}
+	start := time.Now()
+	for _, p := range profiles {
+		if err := reg.Connect(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range profiles {
+		sessiontest.WaitFor(t, p+" showing a QR", 20*time.Second, func() error {
+			_, err := reg.QR(ctx, p)
+			return err
+		})
+	}
+	elapsed := time.Since(start)
+	t.Logf("5 pairing connections at 2/s took %s", elapsed.Round(time.Millisecond))
+	if elapsed < 1400*time.Millisecond {
+		t.Fatalf("5 connections in %s: the connect rate is not applied", elapsed)
+	}
+}
