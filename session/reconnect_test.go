@@ -3,6 +3,7 @@ package session_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/amarula/amarula/lease"
 	"github.com/amarula/amarula/msgstore"
 	"github.com/amarula/amarula/session"
 )
@@ -221,6 +223,61 @@ func TestBurstAcrossRestart(t *testing.T) {
 		t.Logf("burst of %d across a restart: %d lost, %d duplicated", total, lost, dup)
 		if lost != 0 || dup != 0 || len(seen) != total {
 			t.Fatalf("%d lost, %d duplicated, %d distinct events", lost, dup, len(seen))
+		}
+	})
+}
+
+// blockedLimiter never grants a connection (a node-wide limiter saturated
+// by a big failover).
+type blockedLimiter struct{}
+
+func (blockedLimiter) Wait(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }
+
+// TestLimiterWaitHonoursGrantAndStop: a session queued on the connect
+// limiter stops at once when its grant ends (and never dials), and Stop
+// does not wait for the limiter either.
+func TestLimiterWaitHonoursGrantAndStop(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		leases := lease.NewLocal(e.st, "n1")
+		t.Cleanup(func() { _ = leases.Close() })
+		g, err := leases.Acquire(context.Background(), profile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := e.config(0)
+		cfg.Grant, cfg.ConnectLimiter = g, blockedLimiter{}
+		s := e.start(cfg)
+		time.Sleep(200 * time.Millisecond) // let it queue on the limiter
+		if err := leases.Release(context.Background(), g); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the session to end with its grant", 5*time.Second, func() error {
+			select {
+			case <-s.Done():
+				return nil
+			default:
+				return errNotYet
+			}
+		})
+		if !errors.Is(s.Err(), session.ErrLeaseLost) {
+			t.Fatalf("ended with %v", s.Err())
+		}
+		if n := e.Srv.Stats().ConnectionsOpened; n != 0 {
+			t.Fatalf("dialled %d times without a grant", n)
+		}
+
+		cfg2 := e.config(5)
+		cfg2.ConnectLimiter = blockedLimiter{}
+		s2 := e.start(cfg2)
+		time.Sleep(200 * time.Millisecond)
+		begin := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := s2.Stop(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(begin); d > time.Second {
+			t.Fatalf("Stop waited %s for the limiter", d)
 		}
 	})
 }

@@ -293,15 +293,36 @@ func (s *Session) onPaired(ev *events.PairSuccess) {
 	})
 }
 
-// limit waits for the connect limiter. ok reports a transition instead.
+// limit waits for the connect limiter (which can take long when a
+// failover starts many sessions at once) and then re-checks the grant, so
+// a session never dials after losing its lease. ok reports a transition
+// instead.
 func (s *Session) limit() (step, bool) {
-	if s.cfg.ConnectLimiter == nil {
+	if s.cfg.ConnectLimiter != nil {
+		ctx, cancel := context.WithCancel(s.ctx)
+		defer cancel()
+		go func() { // ends with ctx (the deferred cancel at the latest)
+			select {
+			case <-s.grantDone:
+			case <-s.stopping:
+			case <-ctx.Done():
+			}
+			cancel()
+		}()
+		if err := s.cfg.ConnectLimiter.Wait(ctx); err != nil {
+			s.log.Debug("connect limiter wait ended", "err", err)
+		}
+	}
+	select {
+	case <-s.grantDone:
+		return func() step { return s.halt(ErrLeaseLost) }, true
+	case <-s.stopping:
+		return s.stop, true
+	case <-s.ctx.Done():
+		return s.stop, true
+	default:
 		return nil, false
 	}
-	if err := s.cfg.ConnectLimiter.Wait(s.ctx); err != nil {
-		return s.stop, true
-	}
-	return nil, false
 }
 
 // connect opens the connection of a paired device.

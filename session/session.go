@@ -265,6 +265,8 @@ type Session struct {
 	wg     sync.WaitGroup
 
 	ctrl     chan struct{} // wakes the supervisor; cap 1
+	stopping chan struct{} // closed by the first Stop
+	stopOnce sync.Once
 	inflight sync.WaitGroup
 
 	mu             sync.Mutex
@@ -296,11 +298,12 @@ func New(cfg Config) (*Session, error) {
 		}
 	}
 	s := &Session{
-		cfg:   cfg,
-		log:   cfg.Logger.With("profile", cfg.Profile),
-		done:  make(chan struct{}),
-		ctrl:  make(chan struct{}, 1),
-		state: StateStopped,
+		cfg:      cfg,
+		log:      cfg.Logger.With("profile", cfg.Profile),
+		done:     make(chan struct{}),
+		ctrl:     make(chan struct{}, 1),
+		stopping: make(chan struct{}),
+		state:    StateStopped,
 	}
 	// Every write of the session (ours and whatsmeow's) goes through the
 	// watcher: a fenced write anywhere halts the session.
@@ -379,6 +382,7 @@ func (s *Session) Stop(ctx context.Context) error {
 	if !started {
 		return nil
 	}
+	s.stopOnce.Do(func() { close(s.stopping) })
 	s.command(cmdStop{})
 	// The supervisor may sit in a connection attempt (handshake timeouts
 	// run to 20 s); after a grace period cancel it. Messages being stored
