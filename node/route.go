@@ -29,6 +29,9 @@ const (
 	headerForwarded = "X-Amarula-Forwarded-By"
 )
 
+// ownerLookupTimeout bounds the etcd read that routes a profile command.
+const ownerLookupTimeout = 3 * time.Second
+
 // ownerLookup answers who owns a profile cluster-wide.
 type ownerLookup interface {
 	Owner(ctx context.Context, profile string) (node string, token uint64, err error)
@@ -91,7 +94,11 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rt.next.ServeHTTP(w, r)
 		return
 	}
-	owner, _, err := rt.owners.Owner(r.Context(), id)
+	// Bounded: a node cut off from etcd answers 503 at once instead of
+	// holding the request until the client gives up.
+	lctx, cancel := context.WithTimeout(r.Context(), ownerLookupTimeout)
+	owner, _, err := rt.owners.Owner(lctx, id)
+	cancel()
 	if err != nil {
 		writeRouteError(w, http.StatusServiceUnavailable, "unavailable", fmt.Sprintf("cannot look up the owner of %s: %v", id, err))
 		return
