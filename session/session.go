@@ -344,15 +344,18 @@ func (s *Session) Start(ctx context.Context) error {
 		return ErrAlreadyStarted
 	}
 	s.started = true
+	// The session's context outlives the caller's (it ends with Stop);
+	// set under the lock so a concurrent Stop always finds cancel.
+	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	s.mu.Unlock()
 
 	device, err := s.container.GetDevice(ctx)
 	if err != nil {
+		s.cancel()
 		s.setState(StateStopped, fmt.Errorf("load device: %w", err))
 		close(s.done)
 		return fmt.Errorf("session %s: %w", s.cfg.Profile, err)
 	}
-	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	cli, err := s.newClient(device)
 	if err != nil {
 		s.cancel()
@@ -377,7 +380,7 @@ func (s *Session) Start(ctx context.Context) error {
 // a session that already ended (or never started) returns nil.
 func (s *Session) Stop(ctx context.Context) error {
 	s.mu.Lock()
-	started := s.started
+	started, cancel := s.started, s.cancel
 	s.mu.Unlock()
 	if !started {
 		return nil
@@ -393,9 +396,9 @@ func (s *Session) Stop(ctx context.Context) error {
 	case <-s.done:
 		return nil
 	case <-grace.C:
-		s.cancel()
+		cancel()
 	case <-ctx.Done():
-		s.cancel()
+		cancel()
 	}
 	select {
 	case <-s.done:
