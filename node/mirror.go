@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/amarula/amarula/catalog"
 	"github.com/amarula/amarula/registry"
 	"github.com/amarula/amarula/session"
 	"github.com/amarula/amarula/storage"
@@ -95,9 +96,42 @@ func (sm *stateMirror) write(ctx context.Context, profile string) {
 // by the router before they get here).
 type clusterSessions struct {
 	*registry.Registry
-	store  storage.KV
-	owners ownerLookup
-	self   string // this node's name
+	store   storage.KV
+	owners  ownerLookup
+	self    string // this node's name
+	catalog catalog.Catalog
+}
+
+// Stop is the operator's stop: it is recorded in the catalogue (so it
+// survives restarts and the reconciler releases the ownership instead of
+// starting the profile again) and the local session, if any, stops now.
+func (cs *clusterSessions) Stop(ctx context.Context, profile string) error {
+	if err := cs.catalog.Update(ctx, profile, func(p *catalog.Profile) error { p.Stopped = true; return nil }); err != nil {
+		return err
+	}
+	err := cs.Registry.Stop(ctx, profile)
+	if errors.Is(err, registry.ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
+// Connect resumes a profile: a session resting here (conflict, logged out)
+// connects again at once; a stopped profile is cleared in the catalogue and
+// the reconciler of its placed node acquires and starts it.
+func (cs *clusterSessions) Connect(ctx context.Context, profile string) error {
+	stopped := false
+	if err := cs.catalog.Update(ctx, profile, func(p *catalog.Profile) error {
+		stopped = p.Stopped
+		p.Stopped = false
+		return nil
+	}); err != nil {
+		return err
+	}
+	if _, ok := cs.Registry.Lookup(profile); ok && !stopped {
+		return cs.Registry.Connect(ctx, profile)
+	}
+	return nil
 }
 
 // Info returns the live state of a local session, else the owner's

@@ -1,9 +1,4 @@
-//go:build e2e_pending
-
 package node
-
-// Pending: fails today (see docs/e2e.md, "Known failures"). Run with
-// go test -tags e2e_pending -run TestE2EStopConnect ./node/
 
 import (
 	"fmt"
