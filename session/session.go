@@ -111,6 +111,7 @@ var (
 // yet (media sending).
 type NotImplementedError struct{ Feature string }
 
+// Error implements error.
 func (e *NotImplementedError) Error() string {
 	return "session: " + e.Feature + " is not implemented yet"
 }
