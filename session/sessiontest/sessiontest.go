@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"testing"
 	"time"
@@ -148,10 +149,20 @@ func (s *Sim) Config(t testing.TB, st storage.Store, profile string, token stora
 	}
 }
 
-// Device returns the simulator's view of a linked device.
+// Device returns the simulator's view of a linked device, read from its
+// admin API (GET /admin/devices), as an operator would.
 func (s *Sim) Device(t testing.TB, jid types.JID) wasim.DeviceInfo {
 	t.Helper()
-	for _, d := range s.Srv.Devices() {
+	resp, err := http.Get("http://" + s.Srv.Addr() + "/admin/devices")
+	if err != nil {
+		t.Fatalf("GET /admin/devices: %v", err)
+	}
+	defer resp.Body.Close()
+	var devices []wasim.DeviceInfo
+	if err := json.NewDecoder(resp.Body).Decode(&devices); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /admin/devices: %d %v", resp.StatusCode, err)
+	}
+	for _, d := range devices {
 		if d.JID == jid.String() {
 			return d
 		}
