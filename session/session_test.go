@@ -533,3 +533,41 @@ func TestRequestReupload(t *testing.T) {
 		}
 	})
 }
+
+// TestGroup: a message from a member in a group is stored with the group
+// as chat (the reply handle) and the member as sender; the gateway's reply
+// to the group reaches the other member.
+func TestGroup(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		s, _ := e.pairQR(1)
+		grp, err := e.Srv.CreateGroup("team", e.peer, e.own)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := e.peer.SendText(grp, "hello team")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := e.waitMessage(s, id, nil)
+		if m.Chat != grp.String() || m.From != e.peer.JID().String() || m.To != grp.String() || m.Text != "hello team" || m.FromMe {
+			t.Fatalf("group message stored as %+v", m)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		res, err := s.Send(ctx, session.SendRequest{To: m.Chat, Text: "hi all", ReplyTo: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the member to get the group reply", 20*time.Second, func() error {
+			for _, rm := range e.peer.Messages(0) {
+				if rm.ID == res.ID && rm.Text == "hi all" {
+					return nil
+				}
+			}
+			return errNotYet
+		})
+		if sent, err := s.Messages().Get(ctx, profile, res.ID); err != nil || sent.Chat != grp.String() || !sent.FromMe {
+			t.Fatalf("stored reply %+v %v", sent, err)
+		}
+	})
+}
