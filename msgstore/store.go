@@ -28,6 +28,11 @@ const (
 	NSAllIndex = "msg_all"
 	// NSMeta holds the store's own counters (key "seq").
 	NSMeta = "msg_meta"
+	// NSBuckets lists, per chat (key: the chat; "~all" for the profile-wide
+	// index), the non-empty time buckets of its index (JSON array of
+	// bucket numbers, ascending), so List scans only the buckets a page
+	// needs instead of the whole chat.
+	NSBuckets = "msg_buckets"
 	// NSPending keeps edits, revokes and reactions that arrived before
 	// their original: key the target id, value a JSON array of Message.
 	NSPending = "msg_pending"
@@ -330,6 +335,11 @@ func apply(ctx context.Context, tx storage.Tx, m Message, origin Origin, hooks [
 		}
 		tx.Put(NSChatIndex, m.Chat+"|"+indexSuffix(m.Timestamp, seq), []byte(m.ID))
 		tx.Put(NSAllIndex, indexSuffix(m.Timestamp, seq), []byte(m.ID))
+		for _, key := range []string{m.Chat, allBucketsKey} {
+			if err := addBucket(ctx, tx, key, bucketOf(m.Timestamp)); err != nil {
+				return Result{}, err
+			}
+		}
 		res.Message = m
 		for _, h := range hooks {
 			if err := h(tx, m, origin); err != nil {
@@ -644,33 +654,51 @@ func (s *Store) List(ctx context.Context, profile string, q Query) (Page, error)
 	if limit > MaxLimit {
 		limit = MaxLimit
 	}
-	ns, prefix := NSAllIndex, ""
+	ns, prefix, bucketsKey := NSAllIndex, "", allBucketsKey
 	if q.Chat != "" {
-		ns, prefix = NSChatIndex, q.Chat+"|"
+		ns, prefix, bucketsKey = NSChatIndex, q.Chat+"|", q.Chat
 	}
-	bound := "" // keys must sort strictly below prefix+bound
+	bound, boundTS := "", int64(-1) // keys must sort strictly below prefix+bound
 	switch {
 	case q.Cursor != "":
 		ts, seq, err := parseCursor(q.Cursor)
 		if err != nil {
 			return Page{}, err
 		}
-		bound = indexSuffix(ts, seq)
+		bound, boundTS = indexSuffix(ts, seq), ts
 	case q.Before > 0:
-		bound = pad(q.Before)
+		bound, boundTS = pad(q.Before), q.Before
 	}
-	kvs, err := s.b.Scan(ctx, profile, ns, prefix)
+	scans, err := s.scans(ctx, profile, bucketsKey)
 	if err != nil {
 		return Page{}, fmt.Errorf("msgstore: list %s: %w", profile, err)
 	}
+	// Walk the buckets newest first, each with one prefix scan, until the
+	// page is full; more tells whether anything older is left.
 	var ids, keys []string
-	i := len(kvs) - 1
-	for ; i >= 0 && len(ids) < limit; i-- {
-		if bound != "" && kvs[i].Key >= prefix+bound {
-			continue
+	more := false
+	for b := len(scans) - 1; b >= 0 && !more; b-- {
+		if boundTS >= 0 && scans[b].start > boundTS {
+			continue // the whole bucket is after the bound
 		}
-		ids = append(ids, string(kvs[i].Value))
-		keys = append(keys, strings.TrimPrefix(kvs[i].Key, prefix))
+		kvs, err := s.b.Scan(ctx, profile, ns, prefix+scans[b].prefix)
+		if err != nil {
+			return Page{}, fmt.Errorf("msgstore: list %s: %w", profile, err)
+		}
+		for i := len(kvs) - 1; i >= 0; i-- {
+			if bound != "" && kvs[i].Key >= prefix+bound {
+				continue
+			}
+			if len(ids) == limit {
+				more = true
+				break
+			}
+			ids = append(ids, string(kvs[i].Value))
+			keys = append(keys, strings.TrimPrefix(kvs[i].Key, prefix))
+		}
+		if len(ids) == limit && b > 0 {
+			more = true // older buckets are never empty
+		}
 	}
 	page := Page{Messages: make([]Message, 0, len(ids))}
 	if len(ids) == 0 {
@@ -686,13 +714,82 @@ func (s *Store) List(ctx context.Context, profile string, q Query) (Page, error)
 			page.Messages = append(page.Messages, m)
 		}
 	}
-	if i >= 0 && len(ids) == limit {
+	if more {
 		last := keys[len(keys)-1] // "<ts20>|<seq20>"
 		ts, _ := strconv.ParseInt(last[:20], 10, 64)
 		seq, _ := strconv.ParseUint(last[21:], 10, 64)
 		page.Next = strconv.FormatInt(ts, 10) + "." + strconv.FormatUint(seq, 10)
 	}
 	return page, nil
+}
+
+// Time buckets of the index: a bucket spans bucketSpan seconds (about 28
+// hours), which is exactly the first 15 of the 20 timestamp digits of an
+// index key, so a bucket is one prefix scan.
+const (
+	bucketSpan    = 100_000
+	allBucketsKey = "~all" // chats never start with '~'
+)
+
+func bucketOf(ts int64) int64 {
+	if ts < 0 {
+		ts = 0
+	}
+	return ts / bucketSpan
+}
+
+func bucketPrefix(b int64) string { return fmt.Sprintf("%015d", b) }
+
+// addBucket records bucket b as non-empty for key.
+func addBucket(ctx context.Context, tx storage.Tx, key string, b int64) error {
+	var list []int64
+	raw, err := tx.Get(ctx, NSBuckets, key)
+	switch {
+	case err == nil:
+		if json.Unmarshal(raw, &list) != nil {
+			// Corrupt: leave it; List falls back to a full scan rather
+			// than trust a list rebuilt without the older buckets.
+			return nil
+		}
+	case !errors.Is(err, storage.ErrNotFound):
+		return fmt.Errorf("read buckets of %s: %w", key, err)
+	}
+	i := sort.Search(len(list), func(i int) bool { return list[i] >= b })
+	if i < len(list) && list[i] == b {
+		return nil
+	}
+	list = append(list, 0)
+	copy(list[i+1:], list[i:])
+	list[i] = b
+	return putTx(tx, NSBuckets, key, list)
+}
+
+// scan is one prefix scan of List: a bucket, with the first timestamp it
+// can hold.
+type scan struct {
+	prefix string
+	start  int64
+}
+
+// scans returns the scans covering key's index, oldest first: one per
+// non-empty bucket, or a single scan of everything when the bucket list is
+// unreadable (a corrupt entry is a miss, as everywhere in the seam).
+func (s *Store) scans(ctx context.Context, profile, key string) ([]scan, error) {
+	raw, err := s.b.Get(ctx, profile, NSBuckets, key)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, nil // nothing stored for this chat
+	} else if err != nil {
+		return nil, err
+	}
+	var list []int64
+	if json.Unmarshal(raw, &list) != nil || !sort.SliceIsSorted(list, func(i, j int) bool { return list[i] < list[j] }) {
+		return []scan{{prefix: "", start: -1}}, nil
+	}
+	out := make([]scan, len(list))
+	for i, b := range list {
+		out[i] = scan{prefix: bucketPrefix(b), start: b * bucketSpan}
+	}
+	return out, nil
 }
 
 // parseCursor reads "<ts>.<seq>".

@@ -516,3 +516,68 @@ func TestConcurrentWritersAcrossInstances(t *testing.T) {
 		}
 	})
 }
+
+// TestListAcrossBuckets: pages walk time buckets (about 28 h each) with
+// long gaps between them, newest first, with before= and cursors landing
+// anywhere; a corrupt bucket list falls back to a full scan.
+func TestListAcrossBuckets(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		s := msgstore.New(b)
+		ctx := context.Background()
+		// 3 messages a day apart, a year's gap, 4 more, another gap, 2 more.
+		var stamps []int64
+		for _, base := range []int64{1_600_000_000, 1_631_536_000, 1_700_000_000} {
+			for i := int64(0); i < 3; i++ {
+				stamps = append(stamps, base+i*86_400)
+			}
+		}
+		stamps = append(stamps, 1_700_000_000+3*86_400)
+		for i, ts := range stamps {
+			mustPut(t, s, text(fmt.Sprintf("K%02d", i), chatA, ts, "x"), msgstore.Received)
+		}
+		mustPut(t, s, text("OTHER", chatB, 1_650_000_000, "y"), msgstore.Received)
+		want := []string{}
+		for i := len(stamps) - 1; i >= 0; i-- {
+			want = append(want, fmt.Sprintf("K%02d", i))
+		}
+		for _, limit := range []int{1, 2, 3, 4, 10, 50} {
+			var got []string
+			cursor := ""
+			for pages := 0; pages < 20; pages++ {
+				page, err := s.List(ctx, prof, msgstore.Query{Chat: chatA, Limit: limit, Cursor: cursor})
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, m := range page.Messages {
+					got = append(got, m.ID)
+				}
+				if page.Next == "" {
+					break
+				}
+				cursor = page.Next
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("limit %d:\n got %v\nwant %v", limit, got, want)
+			}
+		}
+		page, err := s.List(ctx, prof, msgstore.Query{Chat: chatA, Before: 1_631_536_000 + 1, Limit: 2})
+		if err != nil || len(page.Messages) != 2 || page.Messages[0].ID != "K03" || page.Messages[1].ID != "K02" || page.Next == "" {
+			t.Fatalf("before: %+v %v", page, err)
+		}
+		all, err := s.List(ctx, prof, msgstore.Query{Limit: 100})
+		if err != nil || len(all.Messages) != len(stamps)+1 || all.Next != "" {
+			t.Fatalf("profile-wide: %d messages, next %q, %v", len(all.Messages), all.Next, err)
+		}
+		if _, err := b.Txn(ctx, prof, token, func(tx storage.Tx) error {
+			tx.Put(msgstore.NSBuckets, chatA, []byte("{not json"))
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		mustPut(t, s, text("LATE", chatA, 1_800_000_000, "z"), msgstore.Received)
+		page, err = s.List(ctx, prof, msgstore.Query{Chat: chatA, Limit: 100})
+		if err != nil || len(page.Messages) != len(stamps)+1 || page.Messages[0].ID != "LATE" {
+			t.Fatalf("corrupt bucket list: %d messages %v", len(page.Messages), err)
+		}
+	})
+}
