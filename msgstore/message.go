@@ -138,3 +138,16 @@ const (
 	EventHistorySynced       = "history.synced"
 	EventProfileMoved        = "profile.moved"
 )
+
+// Public returns m as it may leave the gateway (API responses, event
+// payloads, webhooks): the media download descriptor (CDN URL, direct
+// path, media key, encrypted-file hash) is left out, since with it anyone
+// could fetch and decrypt the file from WhatsApp's CDN.
+func (m Message) Public() Message {
+	if m.Media != nil {
+		md := *m.Media
+		md.URL, md.DirectPath, md.MediaKey, md.FileEncSHA256, md.FileSHA256 = "", "", nil, nil, nil
+		m.Media = &md
+	}
+	return m
+}

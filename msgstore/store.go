@@ -106,7 +106,8 @@ type Result struct {
 }
 
 // EventData is the JSON payload of message.* events: the message, plus
-// for an edit, revoke or reaction the original after the change.
+// for an edit, revoke or reaction the original after the change, both
+// without the media download descriptor (Message.Public).
 type EventData struct {
 	Message
 	Target *Message `json:"target,omitempty"`
@@ -349,7 +350,12 @@ func apply(ctx context.Context, tx storage.Tx, m Message, origin Origin, hooks [
 	}
 	res.Event = eventFor(m.Type, origin)
 	if res.Event != "" {
-		data, err := json.Marshal(EventData{Message: res.Message, Target: res.Target})
+		ev := EventData{Message: res.Message.Public()}
+		if res.Target != nil {
+			target := res.Target.Public()
+			ev.Target = &target
+		}
+		data, err := json.Marshal(ev)
 		if err != nil {
 			return Result{}, fmt.Errorf("encode event: %w", err)
 		}

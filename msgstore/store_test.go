@@ -581,3 +581,38 @@ func TestListAcrossBuckets(t *testing.T) {
 		}
 	})
 }
+
+// TestEventsCarryNoMediaKeys: message events go to webhooks; they carry
+// the media's public fields, never the key or paths to fetch it.
+func TestEventsCarryNoMediaKeys(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		s := msgstore.New(b)
+		m := text("IMG", chatA, 1, "")
+		m.Type, m.Media = msgstore.TypeMedia, &msgstore.Media{Kind: "image", Mime: "image/jpeg", Size: 3, SHA256: "abc",
+			State: msgstore.MediaPending, URL: "https://mmg/x", DirectPath: "/v/x", MediaKey: []byte("secret-key"),
+			FileEncSHA256: []byte{1}, FileSHA256: []byte{2}, FileLength: 3}
+		mustPut(t, s, m, msgstore.Received)
+		r := op("R", msgstore.TypeReaction, "IMG", 2)
+		r.Reaction = "👍"
+		mustPut(t, s, r, msgstore.Received)
+		for _, ev := range events(t, b) {
+			var d msgstore.EventData
+			if err := json.Unmarshal(ev.Data, &d); err != nil {
+				t.Fatal(err)
+			}
+			for _, md := range []*msgstore.Media{d.Media, func() *msgstore.Media {
+				if d.Target != nil {
+					return d.Target.Media
+				}
+				return nil
+			}()} {
+				if md != nil && (md.MediaKey != nil || md.DirectPath != "" || md.URL != "" || md.FileEncSHA256 != nil || md.Kind != "image" || md.SHA256 != "abc") {
+					t.Fatalf("%s event media %+v", ev.Type, md)
+				}
+			}
+		}
+		if got := mustGet(t, s, "IMG"); string(got.Media.MediaKey) != "secret-key" || got.Media.DirectPath != "/v/x" {
+			t.Fatalf("stored descriptor lost: %+v", got.Media)
+		}
+	})
+}
