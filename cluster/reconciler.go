@@ -38,6 +38,11 @@ type (
 	revoker interface {
 		RevokeNode(ctx context.Context, node string) error
 	}
+	// renewalChecker tells whether a node still renews its etcd lease:
+	// etcd's view of liveness, which outranks this node's gossip view.
+	renewalChecker interface {
+		NodeRenewing(ctx context.Context, node string) (bool, error)
+	}
 	// ownerLister lists every owner key (profile → node).
 	ownerLister interface {
 		Owners(ctx context.Context) (map[string]string, error)
@@ -102,6 +107,8 @@ type Reconciler struct {
 	lastOwner   map[string]string
 	revoked     map[string]time.Time // dead member → the death (Since) already revoked
 	revokeTry   map[string]time.Time
+	notRevoking map[string]time.Time // dead-looking members seen renewing (logged once per death)
+	quorumSince time.Time            // since when this node has seen a quorum without a break (zero: none now)
 	born        time.Time
 	joined      bool
 	watchers    sync.WaitGroup
@@ -135,7 +142,7 @@ func NewReconciler(cfg Config, ms *Membership, leases lease.Manager, cat catalog
 		desired:   make(map[string]catalog.Profile),
 		misplaced: make(map[string]time.Time), unowned: make(map[string]time.Time),
 		lastOwner: make(map[string]string), revoked: make(map[string]time.Time),
-		revokeTry: make(map[string]time.Time), ownersDirty: true, born: time.Now(),
+		revokeTry: make(map[string]time.Time), notRevoking: make(map[string]time.Time), ownersDirty: true, born: time.Now(),
 	}
 }
 
@@ -273,6 +280,13 @@ func (r *Reconciler) pass(ctx context.Context) time.Duration {
 	r.reapLost(ctx)
 	members := r.ms.Members()
 	r.updateMetrics(members)
+	if hasQuorum(members) {
+		if r.quorumSince.IsZero() {
+			r.quorumSince = now
+		}
+	} else {
+		r.quorumSince = time.Time{}
+	}
 	r.revokeDead(ctx, members)
 
 	r.mu.Lock()
@@ -593,6 +607,11 @@ func (r *Reconciler) revokeDead(ctx context.Context, members []Member) {
 			delete(r.revokeTry, name)
 		}
 	}
+	for name := range r.notRevoking {
+		if _, ok := dead[name]; !ok {
+			delete(r.notRevoking, name)
+		}
+	}
 	if len(dead) == 0 || !hasQuorum(members) {
 		return
 	}
@@ -612,8 +631,31 @@ func (r *Reconciler) revokeDead(ctx context.Context, members []Member) {
 		if now.Sub(r.revokeTry[name]) < r.cfg.RevokeFallback && (done || r.revokeTry[name].After(m.Since)) {
 			continue // tried recently
 		}
-		r.revokeTry[name] = now
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		if rc, ok := r.leases.(renewalChecker); ok {
+			renewing, err := rc.NodeRenewing(rctx, name)
+			if err != nil {
+				cancel()
+				continue
+			}
+			// A member that still renews its etcd lease is alive and only cut
+			// off from (some of) us. Gossip views of a partition are
+			// asymmetric for a moment: a node on the minority side may still
+			// count one peer alive when another looks dead. So such a member
+			// is revoked only by a node that has seen a quorum without a
+			// break since before the death, for RevokeFallback: the minority
+			// side loses its quorum within that time and never revokes.
+			stable := !r.quorumSince.IsZero() && !r.quorumSince.After(m.Since) && now.Sub(m.Since) >= r.cfg.RevokeFallback
+			if renewing && !stable {
+				cancel()
+				if r.notRevoking[name] != m.Since {
+					r.notRevoking[name] = m.Since
+					r.log.Warn("cluster: member looks dead but still renews its etcd lease; revoking only if our quorum holds", "member", name, "wait", r.cfg.RevokeFallback)
+				}
+				continue // checked again on the next pass
+			}
+		}
+		r.revokeTry[name] = now
 		err := rv.RevokeNode(rctx, name)
 		cancel()
 		if err != nil {

@@ -831,3 +831,36 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 		return true
 	}
 }
+
+// NodeRenewing reports whether node is still renewing its etcd lease: the
+// remaining TTL of the lease under its node key is above what a node that
+// renews every TTL/5 (this package's default, and what every node of a
+// cluster runs) can show, minus one second of slack for a late renewal.
+//
+// The failover leader asks it before RevokeNode: memberlist's "dead" only
+// says that this node cannot reach the member; a member cut off from its
+// peers but not from etcd keeps renewing, and revoking it would let a node
+// in a minority partition (whose own view of who is alive is unreliable)
+// take profiles away from a healthy majority. A crashed or frozen member
+// stops renewing, and is revocable about TTL/5 + 1 s after its last renewal.
+// A node with no node key (or an expired lease) is not renewing.
+func (m *Etcd) NodeRenewing(ctx context.Context, node string) (bool, error) {
+	nk, err := m.cli.Get(ctx, NodeKey(m.cfg.Cluster, node))
+	if err != nil {
+		return false, fmt.Errorf("read node key of %s: %w", node, err)
+	}
+	if len(nk.Kvs) == 0 || nk.Kvs[0].Lease == 0 {
+		return false, nil
+	}
+	ttl, err := m.cli.TimeToLive(ctx, clientv3.LeaseID(nk.Kvs[0].Lease))
+	if err != nil {
+		return false, fmt.Errorf("lease of %s: %w", node, err)
+	}
+	if ttl.TTL <= 0 || ttl.GrantedTTL <= 0 {
+		return false, nil
+	}
+	// A renewing node shows remaining ≥ granted − granted/5 (rounded up to
+	// whole seconds by etcd); a node late by more than a second shows less.
+	floor := ttl.GrantedTTL - (ttl.GrantedTTL+4)/5 - 1
+	return ttl.TTL >= floor, nil
+}
