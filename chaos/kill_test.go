@@ -35,6 +35,9 @@ func TestChaosKillOwner(t *testing.T) {
 	victim.Kill()
 	took, err := c.WaitReconnected(devices, devsBefore, killedAt, 60*time.Second)
 	must(t, err)
+	ds := testcluster.Values(took)
+	p50, p99, pmax := testcluster.Percentile(ds, 50), testcluster.Percentile(ds, 99), testcluster.Percentile(ds, 100)
+	figures(t, "kill-9-failover", "profiles", len(ls), "failover_p50", p50, "failover_p99", p99, "failover_max", pmax, "lease_ttl", f.ttl)
 	sent, sendErrs, lastErr := tr.Wait()
 	excess, excessFor, samples := sampler.Stop()
 	if sendErrs > 0 {
@@ -53,8 +56,6 @@ func TestChaosKillOwner(t *testing.T) {
 	after, _, err := c.DeviceTotals(devices)
 	must(t, err)
 	nodeDec, transientDec, phoneDec := checkDecrypt(t, c, sent)
-	ds := testcluster.Values(took)
-	p50, p99, pmax := testcluster.Percentile(ds, 50), testcluster.Percentile(ds, 99), testcluster.Percentile(ds, 100)
 	figures(t, "kill-9", "profiles", len(ls), "sent", d.Sent, "stored", d.Stored, "duplicated", d.Duplicated, "lost", d.Lost,
 		"replies_sent", out, "replies_decrypted", dec, "replies_dup", dup,
 		"decrypt_failures_nodes", nodeDec, "decrypt_transient_redelivered", transientDec, "decrypt_failures_phones", phoneDec,
