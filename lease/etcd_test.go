@@ -585,3 +585,50 @@ func TestEtcdAdoptsOwnKeyWithoutGrant(t *testing.T) {
 		t.Fatalf("key under a foreign lease adopted: %v", err)
 	}
 }
+
+// TestEtcdNodeRenewing: a node whose keep-alive runs reads as renewing; a
+// node key under a lease nobody renews reads as not renewing once a renewal
+// is overdue by more than a second; no node key is not renewing.
+func TestEtcdNodeRenewing(t *testing.T) {
+	e := testenv.StartEtcd(t)
+	ctx := ctxT(t)
+	f := newMemFencer()
+	cfg := fastConfig("n1", f)
+	n1 := newManager(t, e.Endpoints(), cfg)
+	n2 := newManager(t, e.Endpoints(), fastConfig("n2", f))
+	cli := newClient(t, e.Endpoints())
+
+	// A silent "n3": its node key lives under a lease of the same TTL that
+	// is never kept alive (a crashed or frozen node).
+	ttl := int64(cfg.TTL / time.Second)
+	lr, err := cli.Grant(ctx, ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, NodeKey(cfg.Cluster, "n3"), `{"node":"n3"}`, clientv3.WithLease(lr.ID)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Duration(ttl) * time.Second)
+	sawStale := false
+	for i := 0; i < 200 && time.Now().Before(deadline); i++ {
+		ok, err := n2.NodeRenewing(ctx, "n1")
+		if err != nil || !ok {
+			t.Fatalf("n1 keeps its lease alive but NodeRenewing = %v, %v", ok, err)
+		}
+		renewing, err := n2.NodeRenewing(ctx, "n3")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !renewing {
+			sawStale = true
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !sawStale {
+		t.Fatalf("a never-renewed lease still read as renewing until it expired (TTL %ds)", ttl)
+	}
+	if ok, err := n1.NodeRenewing(ctx, "nobody"); err != nil || ok {
+		t.Fatalf("unknown node: %v, %v", ok, err)
+	}
+}
