@@ -47,8 +47,14 @@ func start(t *testing.T, o testcluster.Options) *testcluster.Cluster {
 	t.Helper()
 	testenv.NeedBinary(t, "etcd")
 	testenv.NeedBinary(t, "redis-server")
-	testenv.ProjectBinary(t, "amarula-node", "cmd/node")
-	testenv.ProjectBinary(t, "wasim", "cmd/wasim")
+	// The binaries of this tree: $AMARULA_BIN_DIR under make, else freshly
+	// built (never a stale bin/ from an earlier build).
+	if o.NodeBin == "" {
+		o.NodeBin = testenv.ProjectBinary(t, "amarula-node", "cmd/node")
+	}
+	if o.WasimBin == "" {
+		o.WasimBin = testenv.ProjectBinary(t, "wasim", "cmd/wasim")
+	}
 	if os.Getenv("AMARULA_CHAOS_KEEP") != "" {
 		dir, err := os.MkdirTemp("", "amarula-chaos-")
 		must(t, err)
