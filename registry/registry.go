@@ -194,19 +194,28 @@ func (r *Registry) watch(profile string, sl *slot) {
 	defer r.wg.Done()
 	<-sl.sess.Done()
 	r.mu.Lock()
-	if r.slots[profile] == sl {
+	byItself := r.slots[profile] == sl // not through Stop
+	if byItself {
 		delete(r.slots, profile)
 	}
 	r.mu.Unlock()
 	if err := sl.sess.Err(); err != nil {
 		r.log.Warn("session ended", "profile", profile, "err", err)
 	}
-	if sl.owned && r.cfg.Leases != nil {
+	if byItself {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if err := r.cfg.Leases.Release(ctx, sl.grant); err != nil && !errors.Is(err, lease.ErrNotOwner) {
-			r.log.Warn("release grant", "profile", profile, "err", err)
-		}
+		r.release(ctx, sl)
+	}
+}
+
+// release gives up a grant the registry acquired itself (Connect).
+func (r *Registry) release(ctx context.Context, sl *slot) {
+	if !sl.owned || r.cfg.Leases == nil {
+		return
+	}
+	if err := r.cfg.Leases.Release(ctx, sl.grant); err != nil && !errors.Is(err, lease.ErrNotOwner) {
+		r.log.Warn("release grant", "profile", sl.grant.Profile, "err", err)
 	}
 }
 
@@ -227,6 +236,9 @@ func (r *Registry) Stop(ctx context.Context, profile string) error {
 	if err := sl.sess.Stop(ctx); err != nil {
 		return fmt.Errorf("registry: stop %s: %w", profile, err)
 	}
+	// Released only once the session wrote its last: a Connect right
+	// after Stop can acquire the profile again at once.
+	r.release(ctx, sl)
 	return nil
 }
 

@@ -224,6 +224,16 @@ func TestThroughRegistry(t *testing.T) {
 			return nil
 		})
 
+		// Stop then Connect at once: the registry's own grant is given up
+		// by Stop itself, so the profile can be acquired again right away.
+		if err := w.reg.Stop(ctx, "alice"); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.reg.Connect(ctx, "alice"); err != nil {
+			t.Fatalf("Connect right after Stop: %v", err)
+		}
+		sessiontest.WaitState(t, w.state("alice"), session.StateConnected, 30*time.Second)
+
 		if err := w.reg.Delete(ctx, "alice"); err != nil {
 			t.Fatal(err)
 		}
