@@ -10,14 +10,9 @@ import (
 // TestE2EStopConnect: POST /stop closes the connection and keeps it
 // closed, also across a node restart (api.md: the profile stays, state
 // stopped; design §4: stopped is an operator state), and POST /connect
-// resumes it without pairing.
-//
-// Today POST /connect after POST /stop answers 409 owned_elsewhere
-// ("acquire alice: lease: profile alice owned by node n1"): the stop freed
-// the registry slot but the reconciler's grant is still held, so
-// registry.Connect cannot acquire the profile on its own node. And the stop
-// is not recorded in the catalogue (catalog.Profile.Stopped is never set by
-// the API), so a restarted node runs the profile again.
+// resumes it without pairing. It found that connect after stop answered
+// 409 owned_elsewhere (the reconciler's grant outlived the stop) and that a
+// stop did not survive a restart; both go through the catalogue now.
 func TestE2EStopConnect(t *testing.T) {
 	const id = "alice"
 	forEachStore(t, func(t *testing.T, b backendEnv) {
