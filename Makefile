@@ -14,6 +14,7 @@ all: build
 build:
 	$(GO) build -o $(BIN)/amarula-node ./cmd/node
 	$(GO) build -o $(BIN)/wasim ./cmd/wasim
+	$(GO) build -o $(BIN)/amarulactl ./cmd/amarulactl
 
 ## run: one node on embedded defaults (bbolt, local lease, media under ./amarula_data)
 run: build
