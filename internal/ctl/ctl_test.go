@@ -128,7 +128,9 @@ func TestErrors(t *testing.T) {
 	// A wrong key is the API's 401, exit 1.
 	var out, errb bytes.Buffer
 	code, err := Run(context.Background(), []string{"profiles", "list"},
-		func(k string) string { return map[string]string{"AMARULA_URL": url, "AMARULA_ADMIN_KEY": "wrong-key-wrong-key"}[k] }, &out, &errb)
+		func(k string) string {
+			return map[string]string{"AMARULA_URL": url, "AMARULA_ADMIN_KEY": "wrong-key-wrong-key"}[k]
+		}, &out, &errb)
 	if code != 1 || err == nil || !strings.Contains(err.Error(), "401") {
 		t.Fatalf("wrong key: %d %v", code, err)
 	}
