@@ -112,7 +112,7 @@ func TestChaosRedisRestart(t *testing.T) {
 		"readyz_while_down", notReady.Error(),
 		"sent", d.Sent+d2.Sent, "stored", d.Stored+d2.Stored, "duplicated", d.Duplicated+d2.Duplicated, "lost", d.Lost+d2.Lost,
 		"replies_sent", out, "replies_decrypted", dec, "replies_dup", dup,
-		"decrypt_failures_nodes", nodeDec, "decrypt_transient_redelivered", transientDec, "decrypt_failures_phones", phoneDec, "overlap_ms", after.OverlapMs-before.OverlapMs)
+		"decrypt_failures_nodes", nodeDec, "decrypt_transient_healed", transientDec, "decrypt_failures_phones", phoneDec, "overlap_ms", after.OverlapMs-before.OverlapMs)
 	checkDelivery(t, d)
 	checkDelivery(t, d2)
 	if dec != out || dup != 0 {

@@ -58,7 +58,7 @@ func TestChaosKillOwner(t *testing.T) {
 	nodeDec, transientDec, phoneDec := checkDecrypt(t, c, sent)
 	figures(t, "kill-9", "profiles", len(ls), "sent", d.Sent, "stored", d.Stored, "duplicated", d.Duplicated, "lost", d.Lost,
 		"replies_sent", out, "replies_decrypted", dec, "replies_dup", dup,
-		"decrypt_failures_nodes", nodeDec, "decrypt_transient_redelivered", transientDec, "decrypt_failures_phones", phoneDec,
+		"decrypt_failures_nodes", nodeDec, "decrypt_transient_healed", transientDec, "decrypt_failures_phones", phoneDec,
 		"fenced_writes", sum(c.FencedWrites()), "overlap_ms", after.OverlapMs-before.OverlapMs,
 		"replaced", after.Replaced-before.Replaced, "owned_sum_excess", excess, "owned_excess_for", excessFor, "samples", samples,
 		"failover_p50", p50, "failover_p99", p99, "failover_max", pmax, "lease_ttl", f.ttl)

@@ -125,7 +125,7 @@ func TestChaosPartition(t *testing.T) {
 	must(t, err)
 	nodeDec, transientDec, phoneDec := checkDecrypt(t, c, sent)
 	figures(t, "partition", "profiles", len(ls), "sent", d.Sent, "stored", d.Stored, "duplicated", d.Duplicated, "lost", d.Lost,
-		"decrypt_failures_nodes", nodeDec, "decrypt_transient_redelivered", transientDec, "decrypt_failures_phones", phoneDec, "fenced_writes", sum(c.FencedWrites()),
+		"decrypt_failures_nodes", nodeDec, "decrypt_transient_healed", transientDec, "decrypt_failures_phones", phoneDec, "fenced_writes", sum(c.FencedWrites()),
 		"overlap_ms", end.OverlapMs-start.OverlapMs, "owned_sum_excess", excess, "owned_excess_for", excessFor, "samples", samples)
 	checkDelivery(t, d)
 	if p := w.Problems(); len(p) > 0 {

@@ -83,7 +83,7 @@ func TestChaosRollingRestart(t *testing.T) {
 	figures(t, "rolling-restart", "nodes", len(c.Nodes()), "profiles", len(ls), "handoffs", len(handoffs),
 		"sent", d.Sent, "stored", d.Stored, "duplicated", d.Duplicated, "lost", d.Lost,
 		"replies_sent", out, "replies_decrypted", dec, "replies_dup", dup,
-		"decrypt_failures_nodes", nodeDec, "decrypt_transient_redelivered", transientDec, "decrypt_failures_phones", phoneDec,
+		"decrypt_failures_nodes", nodeDec, "decrypt_transient_healed", transientDec, "decrypt_failures_phones", phoneDec,
 		"fenced_writes", sum(c.FencedWrites()), "overlap_ms", after.OverlapMs-before.OverlapMs, "replaced", after.Replaced-before.Replaced,
 		"handoff_p50", testcluster.Percentile(handoffs, 50), "handoff_p99", testcluster.Percentile(handoffs, 99),
 		"handoff_max", testcluster.Percentile(handoffs, 100), "drain_exit_max", testcluster.Percentile(drains, 100))
@@ -168,7 +168,7 @@ func TestChaosJoin(t *testing.T) {
 	figures(t, "join", "profiles", len(ls), "moved", moved, "moved_to_new", len(w.OwnedBy(n4.Name)), "thrash", thrash,
 		"first_move_after_join", first.Sub(joinAt), "move_span", last.Sub(first), "move_rate_per_s", fmt.Sprintf("%.1f", rate),
 		"sent", d.Sent, "stored", d.Stored, "duplicated", d.Duplicated, "lost", d.Lost,
-		"decrypt_failures_nodes", nodeDec, "decrypt_transient_redelivered", transientDec, "decrypt_failures_phones", phoneDec,
+		"decrypt_failures_nodes", nodeDec, "decrypt_transient_healed", transientDec, "decrypt_failures_phones", phoneDec,
 		"fenced_writes", sum(c.FencedWrites()), "overlap_ms", after.OverlapMs-before.OverlapMs, "replaced", after.Replaced-before.Replaced)
 	checkDelivery(t, d)
 	if ov := after.OverlapMs - before.OverlapMs; ov != 0 {

@@ -109,7 +109,7 @@ func TestChaosZombie(t *testing.T) {
 	figures(t, "zombie", "profiles", len(ls), "sent", d.Sent+d2.Sent, "stored", d.Stored+d2.Stored,
 		"duplicated", d.Duplicated+d2.Duplicated, "lost", d.Lost+d2.Lost,
 		"replies_sent", out, "replies_decrypted", dec, "replies_dup", dup,
-		"decrypt_failures_nodes", nodeDec, "decrypt_transient_redelivered", transientDec, "decrypt_failures_phones", phoneDec,
+		"decrypt_failures_nodes", nodeDec, "decrypt_transient_healed", transientDec, "decrypt_failures_phones", phoneDec,
 		"zombie_fenced_writes_metric", fenced, "zombie_fenced_log_lines", fencedLogged, "late_writes_refused", fmt.Sprintf("%d/%d", refused, len(ls)), "sessions_halted_logged", halted,
 		"overlap_ms_frozen", atThaw.OverlapMs-before.OverlapMs, "overlap_ms_after_thaw", after.OverlapMs-atThaw.OverlapMs,
 		"replaced_frozen", atThaw.Replaced-before.Replaced, "replaced_after_thaw", after.Replaced-atThaw.Replaced,

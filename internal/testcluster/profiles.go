@@ -364,26 +364,49 @@ func (c *Cluster) SendFromProfiles(ls []Linked, tag string, timeout time.Duratio
 	return sent, decrypted, dup, err
 }
 
-// DecryptFailures counts decryption failures on both sides, from the
-// logs: the nodes' "undecryptable message" (whatsmeow could not decrypt
-// what a phone sent; the ids are returned) and wasim's "could not
-// decrypt" (a phone could not decrypt what a node sent and answered with a
-// retry receipt). A node-side failure whose message was later stored was
-// transient (e.g. storage down: the message was not acknowledged and got
-// redelivered); the caller tells them apart with the stored ids.
-func (c *Cluster) DecryptFailures() (nodeIDs []string, phones int) {
+// PhoneFailure is a message a simulated phone could not decrypt (it
+// answered with a retry receipt).
+type PhoneFailure struct{ Phone, ID string }
+
+// DecryptFailures lists decryption failures on both sides, from the logs:
+// the nodes' "undecryptable message" (whatsmeow could not decrypt what a
+// phone sent; message ids) and wasim's "could not decrypt" (a phone could
+// not decrypt what a node sent and answered with a retry receipt). Either
+// may heal — the node left the message unacknowledged and it was
+// redelivered, or the node re-sent it on the retry receipt —; Healed
+// tells the phone-side ones apart.
+func (c *Cluster) DecryptFailures() (nodeIDs []string, phones []PhoneFailure) {
+	field := func(line, key string) string {
+		for _, f := range strings.Fields(line) {
+			if v, ok := strings.CutPrefix(f, key+"="); ok {
+				return v
+			}
+		}
+		return "?"
+	}
 	for _, n := range c.Nodes() {
 		for _, line := range n.LogLines("undecryptable message") {
-			id := "?"
-			for _, f := range strings.Fields(line) {
-				if v, ok := strings.CutPrefix(f, "id="); ok {
-					id = v
-				}
-			}
-			nodeIDs = append(nodeIDs, id)
+			nodeIDs = append(nodeIDs, field(line, "id"))
 		}
 	}
-	return nodeIDs, c.Wasim.CountLog("could not decrypt")
+	for _, line := range c.Wasim.LogLines("could not decrypt") {
+		phones = append(phones, PhoneFailure{Phone: field(line, "phone"), ID: field(line, "id")})
+	}
+	return nodeIDs, phones
+}
+
+// Healed reports whether the phone decrypted the message in the end.
+func (c *Cluster) Healed(f PhoneFailure) bool {
+	got, err := c.Wasim.Admin.Received(f.Phone, 0)
+	if err != nil {
+		return false
+	}
+	for _, r := range got {
+		if r.ID == f.ID {
+			return true
+		}
+	}
+	return false
 }
 
 // FencedWrites reads amarula_fenced_writes_total (storage writes refused

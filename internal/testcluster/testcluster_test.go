@@ -76,7 +76,7 @@ func TestHarness(t *testing.T) {
 		t.Errorf("owner watch: %v", p)
 	}
 	nodes, phones := c.DecryptFailures()
-	if len(nodes)+phones != 0 {
-		t.Errorf("decrypt failures: nodes %v, phones %d", nodes, phones)
+	if len(nodes)+len(phones) != 0 {
+		t.Errorf("decrypt failures: nodes %v, phones %v", nodes, phones)
 	}
 }
