@@ -19,9 +19,9 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func TestHarness(t *testing.T) {
 	testenv.NeedBinary(t, "etcd")
 	testenv.NeedBinary(t, "redis-server")
-	testenv.ProjectBinary(t, "amarula-node", "cmd/node")
-	testenv.ProjectBinary(t, "wasim", "cmd/wasim")
-	c, err := testcluster.Start(t, testcluster.Options{Nodes: 3, LeaseTTL: 5 * time.Second})
+	c, err := testcluster.Start(t, testcluster.Options{Nodes: 3, LeaseTTL: 5 * time.Second,
+		NodeBin:  testenv.ProjectBinary(t, "amarula-node", "cmd/node"),
+		WasimBin: testenv.ProjectBinary(t, "wasim", "cmd/wasim")})
 	if err != nil {
 		t.Fatal(err)
 	}
