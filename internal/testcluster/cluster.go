@@ -60,6 +60,8 @@ type Cluster struct {
 	seq    int
 	phones int
 	avoid  map[string]bool // frozen or cut-off nodes: API calls go elsewhere
+
+	sendLat []time.Duration // SendFromProfiles, until SendLatencies
 }
 
 // Node is one amarula-node process.

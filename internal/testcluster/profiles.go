@@ -325,6 +325,7 @@ func (c *Cluster) SendFromProfiles(ls []Linked, tag string, timeout time.Duratio
 	for _, l := range ls {
 		key := tag + "-" + l.Profile
 		var id string
+		t0 := time.Now()
 		perr := Poll(timeout, 250*time.Millisecond, "send from "+l.Profile, func() error {
 			return c.anyAPI(func(a *Client) error {
 				var e error
@@ -337,6 +338,9 @@ func (c *Cluster) SendFromProfiles(ls []Linked, tag string, timeout time.Duratio
 		}
 		ids[id] = l.Profile
 		sent++
+		c.mu.Lock()
+		c.sendLat = append(c.sendLat, time.Since(t0))
+		c.mu.Unlock()
 	}
 	seen := map[string]int{}
 	err = Poll(timeout, 250*time.Millisecond, "peer phone decrypts the replies", func() error {
@@ -367,6 +371,16 @@ func (c *Cluster) SendFromProfiles(ls []Linked, tag string, timeout time.Duratio
 // PhoneFailure is a message a simulated phone could not decrypt (it
 // answered with a retry receipt).
 type PhoneFailure struct{ Phone, ID string }
+
+// SendLatencies returns (and forgets) how long each API send of
+// SendFromProfiles took until a node accepted it, retries included.
+func (c *Cluster) SendLatencies() []time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := c.sendLat
+	c.sendLat = nil
+	return out
+}
 
 // DecryptFailures lists decryption failures on both sides, from the logs:
 // the nodes' "undecryptable message" (whatsmeow could not decrypt what a
