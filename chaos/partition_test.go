@@ -42,7 +42,7 @@ func TestChaosPartition(t *testing.T) {
 		devOf[l.Profile] = l.DeviceJID
 	}
 	devices := testcluster.Devices(ls)
-	start, _, err := c.DeviceTotals(devices)
+	baseline, _, err := c.DeviceTotals(devices)
 	must(t, err)
 	sampler := c.SampleOwnership(len(ls), 200*time.Millisecond, nil)
 	tr := c.StartTraffic(ls, f.messages, f.interval, 5*time.Minute)
@@ -126,7 +126,7 @@ func TestChaosPartition(t *testing.T) {
 	nodeDec, transientDec, phoneDec := checkDecrypt(t, c, sent)
 	figures(t, "partition", "profiles", len(ls), "sent", d.Sent, "stored", d.Stored, "duplicated", d.Duplicated, "lost", d.Lost,
 		"decrypt_failures_nodes", nodeDec, "decrypt_transient_healed", transientDec, "decrypt_failures_phones", phoneDec, "fenced_writes", sum(c.FencedWrites()),
-		"overlap_ms", end.OverlapMs-start.OverlapMs, "owned_sum_excess", excess, "owned_excess_for", excessFor, "samples", samples)
+		"overlap_ms", end.OverlapMs-baseline.OverlapMs, "owned_sum_excess", excess, "owned_excess_for", excessFor, "samples", samples)
 	checkDelivery(t, d)
 	if p := w.Problems(); len(p) > 0 {
 		t.Errorf("owner keys: %v", p)
