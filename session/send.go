@@ -31,7 +31,8 @@ type SendRequest struct {
 	Edit *Edit
 	// Revoke deletes a message for everyone.
 	Revoke *Revoke
-	// Media is not supported yet: Send answers NotImplementedError.
+	// Media sends an attachment: an OutgoingMedia (or pointer), or a value
+	// with an OutgoingMedia() method (see sendmedia.go).
 	Media any
 	// IdempotencyKey makes a retried Send return the first result (even
 	// after a failover: the key is kept in storage).
@@ -87,9 +88,6 @@ func ParseRecipient(to string) (types.JID, error) {
 // message.sent in one transaction, and returns WhatsApp's id and
 // timestamp. It needs a connected session.
 func (s *Session) Send(ctx context.Context, req SendRequest) (SendResult, error) {
-	if req.Media != nil {
-		return SendResult{}, &NotImplementedError{Feature: "media sending"}
-	}
 	chat, err := ParseRecipient(req.To)
 	if err != nil {
 		return SendResult{}, err
@@ -102,8 +100,15 @@ func (s *Session) Send(ctx context.Context, req SendRequest) (SendResult, error)
 		return SendResult{}, fmt.Errorf("%w (state %s)", ErrNotConnected, s.State())
 	}
 	own := s.ownJID()
-	msg, err := s.build(ctx, cli, chat, own, req)
-	if err != nil {
+	var msg *waE2E.Message
+	var out *outgoing
+	if req.Media != nil {
+		if out, err = s.prepareMedia(ctx, cli, own, req); err != nil {
+			return SendResult{}, err
+		}
+		defer out.close()
+		msg = out.msg
+	} else if msg, err = s.build(ctx, cli, chat, own, req); err != nil {
 		return SendResult{}, err
 	}
 
@@ -143,6 +148,13 @@ func (s *Session) Send(ctx context.Context, req SendRequest) (SendResult, error)
 	// WhatsApp has the message now: record it even if the caller gave up.
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.StoreTimeout)
 	defer cancel()
+	if out != nil {
+		// A failed copy leaves the media pending: the media worker then
+		// fetches it from the CDN like a received file.
+		if err := out.keep(sctx, s.cfg.Media.Objects, s.cfg.Profile, resp.ID, &m); err != nil {
+			s.log.Warn("sent media not copied to the object store", "id", resp.ID, "err", err)
+		}
+	}
 	res, err := s.msgs.PutSent(sctx, s.cfg.Profile, s.cfg.Token, m, req.IdempotencyKey)
 	if err != nil {
 		return SendResult{ID: resp.ID, Timestamp: resp.Timestamp.Unix()}, fmt.Errorf("session %s: sent %s but could not store it: %w", s.cfg.Profile, resp.ID, err)
@@ -217,15 +229,7 @@ func (s *Session) build(ctx context.Context, cli *whatsmeow.Client, chat, own ty
 	if req.ReplyTo == "" {
 		return &waE2E.Message{Conversation: proto.String(req.Text)}, nil
 	}
-	ci := &waE2E.ContextInfo{StanzaID: proto.String(req.ReplyTo)}
-	if q, err := s.msgs.Get(ctx, s.cfg.Profile, req.ReplyTo); err == nil {
-		participant := q.From
-		if q.FromMe {
-			participant = own.String()
-		}
-		ci.Participant = proto.String(participant)
-		ci.QuotedMessage = &waE2E.Message{Conversation: proto.String(q.Text)}
-	}
+	ci := s.quote(ctx, own, req.ReplyTo)
 	return &waE2E.Message{ExtendedTextMessage: &waE2E.ExtendedTextMessage{Text: proto.String(req.Text), ContextInfo: ci}}, nil
 }
 

@@ -181,6 +181,9 @@ type Config struct {
 	// messages of the profile (e.g. the media worker's Notify), from the
 	// goroutine that stored them. It must not block.
 	AfterStore func(profile string)
+	// Media configures media sending (object-store copy, size limit, URL
+	// fetching).
+	Media MediaSending
 }
 
 func (c *Config) setDefaults() {
