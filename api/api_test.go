@@ -867,3 +867,28 @@ func TestBadInputEveryEndpoint(t *testing.T) {
 		t.Fatalf("bad requests changed state:\nbefore %s\nafter  %s", before, after)
 	}
 }
+
+// TestMessagesHideMediaDescriptor: the media key and CDN path, which let
+// anyone fetch and decrypt the file, never leave the API (list and get).
+func TestMessagesHideMediaDescriptor(t *testing.T) {
+	e := newEnv(t)
+	e.createProfile("alice")
+	m := msgstore.Message{ID: "IMG1", Chat: "a@s.whatsapp.net", From: "a@s.whatsapp.net", Timestamp: 1000, Type: msgstore.TypeMedia,
+		Media: &msgstore.Media{Kind: "image", Mime: "image/jpeg", Size: 3, DirectPath: "/v/t62/secret-path", MediaKey: []byte("0123456789abcdef0123456789abcdef"),
+			FileEncSHA256: []byte("enc"), FileSHA256: []byte("plain"), State: msgstore.MediaPending}}
+	if _, err := e.msgs.Put(context.Background(), "alice", 0, m, msgstore.Received); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"/v1/profiles/alice/messages", "/v1/profiles/alice/messages/IMG1"} {
+		r := e.must(200, nil, "GET", path, adminKey, "")
+		body := string(r.body)
+		if !strings.Contains(body, `"image/jpeg"`) {
+			t.Fatalf("%s: media descriptor missing entirely: %s", path, body)
+		}
+		for _, secret := range []string{"media_key", "direct_path", "secret-path", "file_enc_sha256"} {
+			if strings.Contains(body, secret) {
+				t.Fatalf("%s leaks %s: %s", path, secret, body)
+			}
+		}
+	}
+}

@@ -199,9 +199,10 @@ func (s *Server) listMessages(w http.ResponseWriter, r *http.Request) error {
 		}
 		return fmt.Errorf("list messages of %s: %w", profile, err)
 	}
-	msgs := page.Messages
-	if msgs == nil {
-		msgs = []msgstore.Message{}
+	// Public: the media key and download path stay inside the node.
+	msgs := make([]msgstore.Message, 0, len(page.Messages))
+	for _, m := range page.Messages {
+		msgs = append(msgs, m.Public())
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"messages": msgs, "next": page.Next})
 	return nil
@@ -222,6 +223,6 @@ func (s *Server) getMessage(w http.ResponseWriter, r *http.Request) error {
 		}
 		return fmt.Errorf("get message %s of %s: %w", id, profile, err)
 	}
-	writeJSON(w, http.StatusOK, m)
+	writeJSON(w, http.StatusOK, m.Public())
 	return nil
 }
