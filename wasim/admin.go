@@ -32,6 +32,7 @@ func (s *Server) adminRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("DELETE /admin/phones/{phone}/devices/{device}", s.adminUnlink)
 	mux.HandleFunc("POST /admin/media/expire", s.adminExpire)
 	mux.HandleFunc("POST /admin/groups", s.adminCreateGroup)
+	s.groupAdminRoutes(mux)
 	mux.HandleFunc("GET /admin/devices", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.Devices())
 	})

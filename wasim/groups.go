@@ -3,6 +3,7 @@ package wasim
 import (
 	"fmt"
 	"strconv"
+	"sync"
 
 	waBinary "go.mau.fi/whatsmeow/binary"
 	"go.mau.fi/whatsmeow/proto/waE2E"
@@ -12,23 +13,35 @@ import (
 	"github.com/amarula/amarula/wasim/phone"
 )
 
-// group is a simulated group chat (PN addressing). Members never change
-// after creation.
+// group is a simulated group chat (PN addressing). Members and subject
+// change through the admin calls of groups_admin.go; mu guards them.
 type group struct {
 	jid     types.JID
-	subject string
 	creator *account
 	created int64
-	members []*account
+
+	mu       sync.Mutex
+	subject  string
+	subjectT int64
+	members  []*account
 }
 
 func (g *group) has(a *account) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
 	for _, m := range g.members {
 		if m == a {
 			return true
 		}
 	}
 	return false
+}
+
+// list returns a snapshot of the members.
+func (g *group) list() []*account {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]*account(nil), g.members...)
 }
 
 // CreateGroup creates a group with subject whose members are creator and
@@ -38,6 +51,7 @@ func (s *Server) CreateGroup(subject string, creator *Phone, members ...*Phone) 
 		return types.EmptyJID, fmt.Errorf("%w: creator required", ErrInvalidRequest)
 	}
 	g := &group{subject: subject, creator: creator.acct, created: nowUnix(), members: []*account{creator.acct}}
+	g.subjectT = g.created
 	for _, m := range members {
 		if m == nil {
 			return types.EmptyJID, fmt.Errorf("%w: unknown member", ErrUnknownPhone)
@@ -47,10 +61,11 @@ func (s *Server) CreateGroup(subject string, creator *Phone, members ...*Phone) 
 		}
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.groupSeq++
 	g.jid = types.NewJID("120363"+strconv.FormatUint(100000000000+s.groupSeq, 10), types.GroupServer)
 	s.groups[g.jid.User] = g
+	s.mu.Unlock()
+	s.notifyCreated(g, creator.acct, g.list(), "")
 	return g.jid, nil
 }
 
@@ -75,18 +90,7 @@ func (s *Server) groupInfo(c *conn, iq *waBinary.Node) {
 		_ = c.send(iqError(iq, 403, "forbidden"))
 		return
 	}
-	parts := make([]waBinary.Node, 0, len(g.members))
-	for _, m := range g.members {
-		attrs := waBinary.Attrs{"jid": m.jid()}
-		if m == g.creator {
-			attrs["type"] = "superadmin"
-		}
-		parts = append(parts, waBinary.Node{Tag: "participant", Attrs: attrs})
-	}
-	_ = c.send(iqResult(iq, waBinary.Node{Tag: "group", Attrs: waBinary.Attrs{
-		"id": g.jid.User, "creation": g.created, "subject": g.subject, "s_t": g.created,
-		"creator": g.creator.jid(), "size": len(g.members),
-	}, Content: parts}))
+	_ = c.send(iqResult(iq, g.node()))
 }
 
 // routeGroupMessage fans a client's group message out: each member device
@@ -112,7 +116,7 @@ func (s *Server) routeGroupMessage(c *conn, n *waBinary.Node, g *group, id strin
 		}
 	}
 	ts := nowUnix()
-	for _, m := range g.members {
+	for _, m := range g.list() {
 		// Every member's phone, the sender's own included, gets it.
 		m.phone.receiveGroup(sender, g, n, perDevice[m.jid()], shared, ts)
 		for _, d := range s.companions(m) {
@@ -152,6 +156,8 @@ func (p *Phone) receiveGroup(sender *device, g *group, msg *waBinary.Node, direc
 		if skdm := m.GetSenderKeyDistributionMessage(); skdm != nil {
 			if err := p.dev.ProcessSenderKeyDistribution(g.jid, sender.jid(), skdm.GetAxolotlSenderKeyDistributionMessage()); err != nil {
 				p.srv.log.Info("phone: bad sender key distribution", "err", err)
+			} else {
+				p.srv.noteSenderKey(p, g, sender.jid(), skdm.GetAxolotlSenderKeyDistributionMessage())
 			}
 		}
 	}
@@ -199,13 +205,13 @@ func (p *Phone) sendGroup(g *group, m *waE2E.Message) (string, error) {
 	if sum.Media != nil {
 		p.srv.media.remember(id, sum.Media.FileEncSHA256)
 	}
-	for _, mem := range g.members {
+	for _, mem := range g.list() {
 		if mem != p.acct {
 			mem.phone.record(ReceivedMessage{ID: id, From: p.acct.jid().String(), Chat: g.jid.String(),
 				Type: sum.Type, Text: sum.Text, TargetID: sum.TargetID, Timestamp: ts, Message: m})
 		}
 		for _, d := range p.srv.companions(mem) {
-			p.deliverGroup(d, g, id, ts, dist, skmsg, sum, 0)
+			p.deliverGroup(d, g, id, ts, p.srv.senderKeyFor(p, g, d, dist), skmsg, sum, 0)
 		}
 	}
 	return id, nil
@@ -218,12 +224,21 @@ func senderKeyDistribution(g *group, skdm []byte) *waE2E.Message {
 }
 
 // deliverGroup queues one companion's copy of a phone's group message: its
-// own pkmsg/msg with the sender key distribution, then the skmsg.
+// own pkmsg/msg with the sender key distribution (unless dist is nil: the
+// device already has the key), then the skmsg.
 func (p *Phone) deliverGroup(d *device, g *group, id string, ts int64, dist *waE2E.Message, skmsg []byte, sum phone.Summary, retryCount int) {
-	encType, ct, err := p.encryptFor(d, dist)
-	if err != nil {
-		p.srv.log.Info("phone: group key encrypt failed", "device", d.jid().String(), "err", err)
-		return
+	var content []waBinary.Node
+	if dist != nil {
+		encType, ct, err := p.encryptFor(d, dist)
+		if err != nil {
+			p.srv.log.Info("phone: group key encrypt failed", "device", d.jid().String(), "err", err)
+			return
+		}
+		encAttrs := waBinary.Attrs{"v": "2", "type": encType}
+		if retryCount > 0 {
+			encAttrs["count"] = retryCount
+		}
+		content = append(content, waBinary.Node{Tag: "enc", Attrs: encAttrs, Content: ct})
 	}
 	attrs := waBinary.Attrs{
 		"from": g.jid, "participant": p.acct.jid(), "id": id, "t": ts,
@@ -236,16 +251,12 @@ func (p *Phone) deliverGroup(d *device, g *group, id string, ts int64, dist *waE
 	if sum.EncMediaType != "" {
 		skAttrs["mediatype"] = sum.EncMediaType
 	}
-	encAttrs := waBinary.Attrs{"v": "2", "type": encType}
 	if retryCount > 0 {
-		encAttrs["count"] = retryCount
 		skAttrs["count"] = retryCount
 	}
+	content = append(content, waBinary.Node{Tag: "enc", Attrs: skAttrs, Content: skmsg})
 	p.srv.stats.messagesRouted.Add(1)
-	p.srv.deliver(d, 'm', id, waBinary.Node{Tag: "message", Attrs: attrs, Content: []waBinary.Node{
-		{Tag: "enc", Attrs: encAttrs, Content: ct},
-		{Tag: "enc", Attrs: skAttrs, Content: skmsg},
-	}})
+	p.srv.deliver(d, 'm', id, waBinary.Node{Tag: "message", Attrs: attrs, Content: content})
 }
 
 // resendGroup re-sends a group message to one device after its retry

@@ -103,8 +103,12 @@ func (c *conn) handleIQ(n *waBinary.Node) {
 		c.srv.logUnknownOnce("iq:w:m/" + first.Tag)
 		_ = c.send(iqError(n, 501, "feature-not-implemented"))
 	case "w:g2":
-		if first.Tag == "query" {
+		switch first.Tag {
+		case "query":
 			c.srv.groupInfo(c, n)
+			return
+		case "participating":
+			c.srv.groupsParticipating(c, n)
 			return
 		}
 		c.srv.logUnknownOnce("iq:w:g2/" + first.Tag)

@@ -43,6 +43,7 @@ type Server struct {
 	conns    map[*conn]struct{}
 	pairRefs map[string]*conn
 	groups   map[string]*group // by group id (JID user)
+	gx       groupState
 	lidSeq   uint64
 	groupSeq uint64
 	closed   bool
