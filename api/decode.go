@@ -314,8 +314,8 @@ func (m SendMedia) validate() *Error {
 			return invalidMessage(`field "media.url" must be an absolute http or https URL of at most %d bytes`, maxURLLen)
 		}
 	}
-	if m.Mime != "" && !mimePattern.MatchString(m.Mime) {
-		return invalidMessage(`field "media.mime" must be a MIME type such as image/jpeg`)
+	if m.Mime != "" && !validMime(m.Mime) {
+		return invalidMessage(`field "media.mime" must be a MIME type such as image/jpeg or audio/ogg; codecs=opus`)
 	}
 	if len(m.Caption) > maxCaptionLen || !utf8.ValidString(m.Caption) {
 		return invalidMessage(`field "media.caption" must be UTF-8 of at most %d bytes`, maxCaptionLen)
