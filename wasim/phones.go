@@ -69,18 +69,31 @@ func (p *Phone) SendText(to types.JID, text string) (string, error) {
 	return p.Send(to, phone.Text(text))
 }
 
-// SendMedia encrypts and uploads data and sends it as an image (kind
-// "image") or document (any other kind) message.
+// SendMedia encrypts and uploads data and sends it as a message of kind
+// image, video, audio, voice (an audio message with PTT set: a voice note)
+// or sticker; any other kind is sent as a document.
 func (p *Phone) SendMedia(to types.JID, kind, mime string, data []byte, caption, fileName string) (string, error) {
-	if kind != phone.KindImage {
-		kind = phone.KindDocument
+	upKind := kind
+	switch kind {
+	case phone.KindImage, phone.KindVideo, phone.KindAudio, phone.KindSticker:
+	case "voice":
+		upKind = phone.KindAudio
+	default:
+		kind, upKind = phone.KindDocument, phone.KindDocument
 	}
-	blob, up, err := p.srv.media.upload(kind, data)
+	blob, up, err := p.srv.media.upload(upKind, data)
 	if err != nil {
 		return "", err
 	}
-	if kind == phone.KindImage {
+	switch kind {
+	case phone.KindImage:
 		return p.Send(to, phone.Image(blob, up, mime, caption))
+	case phone.KindVideo:
+		return p.Send(to, phone.Video(blob, up, mime, caption))
+	case phone.KindAudio, "voice":
+		return p.Send(to, phone.Audio(blob, up, mime, kind == "voice"))
+	case phone.KindSticker:
+		return p.Send(to, phone.Sticker(blob, up, mime))
 	}
 	if fileName == "" {
 		fileName = "file"
