@@ -175,3 +175,33 @@ func sum(m map[string]int) int {
 	}
 	return n
 }
+
+// recovered is what every scenario checks once the fault is over.
+type recovered struct {
+	d             testcluster.Delivery // the traffic during the fault and a burst after it
+	sent          []testcluster.Sent
+	out, dec, dup int // replies from every profile: sent, decrypted by the phone, twice
+}
+
+// checkRecovered waits until the traffic sent during the fault is stored,
+// sends a second burst from the phone and one reply from every profile,
+// and checks all of it arrived exactly once (and decrypted).
+func checkRecovered(t *testing.T, c *testcluster.Cluster, ls []testcluster.Linked, sent []testcluster.Sent, tag string) recovered {
+	t.Helper()
+	d, err := c.CheckStored(sent, 90*time.Second)
+	must(t, err)
+	tr := c.StartTraffic(ls, 2*len(ls), 20*time.Millisecond, time.Minute)
+	sent2, _, _ := tr.Wait()
+	d2, err := c.CheckStored(sent2, 60*time.Second)
+	must(t, err)
+	r := recovered{sent: append(append([]testcluster.Sent(nil), sent...), sent2...)}
+	r.d = testcluster.Delivery{Sent: d.Sent + d2.Sent, Stored: d.Stored + d2.Stored, Duplicated: d.Duplicated + d2.Duplicated,
+		Lost: d.Lost + d2.Lost, LostIDs: append(d.LostIDs, d2.LostIDs...), DuplicatedIDs: append(d.DuplicatedIDs, d2.DuplicatedIDs...)}
+	r.out, r.dec, r.dup, err = c.SendFromProfiles(ls, tag, 60*time.Second)
+	must(t, err)
+	checkDelivery(t, r.d)
+	if r.dec != r.out || r.dup != 0 {
+		t.Errorf("replies (%s): sent %d, decrypted %d, duplicated %d", tag, r.out, r.dec, r.dup)
+	}
+	return r
+}

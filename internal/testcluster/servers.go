@@ -1,7 +1,6 @@
 package testcluster
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net"
@@ -132,7 +131,7 @@ func StartRedis(env Env, host, dir string) (*Server, error) {
 			"--appendonly", "yes", "--appendfsync", "everysec", "--dir", data, "--protected-mode", "no"}
 		s := &Server{Proc: &Proc{Name: "redis", Bin: bin, Args: args, Env: os.Environ(), LogPath: filepath.Join(dir, "logs", "redis.log")},
 			Addr: net.JoinHostPort(host, fmt.Sprint(port))}
-		s.ready = func() error { return redisPing(s.Addr) }
+		s.ready = func() error { return testenv.RedisPing(s.Addr) }
 		return s, nil
 	})
 }
@@ -237,26 +236,6 @@ func httpOK(url string) error {
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("%s: status %d", url, resp.StatusCode)
-	}
-	return nil
-}
-
-func redisPing(addr string) error {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return err
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return err
-	}
-	if !strings.HasPrefix(line, "+PONG") {
-		return fmt.Errorf("unexpected reply %q", line)
 	}
 	return nil
 }

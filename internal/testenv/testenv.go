@@ -390,3 +390,6 @@ func StartS3(t testing.TB, buckets ...string) *S3 {
 
 // ErrMissing marks a missing binary in helpers that return errors.
 var ErrMissing = errors.New("testenv: binary missing")
+
+// RedisPing sends PING to the redis at addr and checks for +PONG.
+func RedisPing(addr string) error { return redisPing(addr) }
