@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/amarula/amarula/media"
 )
 
 // Config is every setting of a node (design.md §6). Environment variables
@@ -38,6 +40,9 @@ type Config struct {
 	LogLevel        string        // AMARULA_LOG_LEVEL: debug, info, warn, error
 	ShutdownTimeout time.Duration // AMARULA_SHUTDOWN_TIMEOUT
 	MediaMaxBytes   int64         // AMARULA_MEDIA_MAX_BYTES
+
+	// tuneMedia, set by tests, adjusts the media worker's tunables.
+	tuneMedia func(*media.Config)
 }
 
 // S3Config locates the media object store.

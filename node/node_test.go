@@ -15,7 +15,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	// whatsmeow starts one history-sync loop per client on the first
+	// history notification and never stops it (TestE2EHistorySync1000).
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("go.mau.fi/whatsmeow.(*Client).handleHistorySyncNotificationLoop"))
 }
 
 // startMain runs a node on 127.0.0.1:0 with a temp data dir and returns it

@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/amarula/amarula/lease"
+	"github.com/amarula/amarula/media"
 	"github.com/amarula/amarula/registry"
 	"github.com/amarula/amarula/session"
 	"github.com/amarula/amarula/webhook"
@@ -19,6 +20,7 @@ import (
 type runner struct {
 	registry *registry.Registry
 	webhooks *webhook.Manager
+	media    *media.Worker // downloads of the profiles owned here
 
 	mu     sync.Mutex
 	grants map[string]*lease.Grant
@@ -32,6 +34,9 @@ func (r *runner) Start(ctx context.Context, g *lease.Grant) error {
 		return err
 	}
 	r.webhooks.Start(g.Profile, g.Token)
+	if r.media != nil {
+		_ = r.media.Attach(g.Profile, g.Token) // the profile id was validated by Start
+	}
 	r.mu.Lock()
 	if r.grants == nil {
 		r.grants = map[string]*lease.Grant{}
@@ -50,6 +55,9 @@ func (r *runner) Start(ctx context.Context, g *lease.Grant) error {
 		r.mu.Unlock()
 		if current {
 			r.webhooks.Stop(g.Profile)
+			if r.media != nil {
+				r.media.Detach(g.Profile)
+			}
 		}
 	}()
 	return nil
@@ -59,6 +67,9 @@ func (r *runner) Start(ctx context.Context, g *lease.Grant) error {
 // writes any more.
 func (r *runner) Stop(ctx context.Context, profile string) error {
 	r.webhooks.Stop(profile)
+	if r.media != nil {
+		r.media.Detach(profile)
+	}
 	return r.registry.Stop(ctx, profile)
 }
 

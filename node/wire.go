@@ -16,6 +16,7 @@ import (
 	"github.com/amarula/amarula/cluster"
 	"github.com/amarula/amarula/dashboard"
 	"github.com/amarula/amarula/lease"
+	"github.com/amarula/amarula/media"
 	"github.com/amarula/amarula/registry"
 	"github.com/amarula/amarula/session"
 	"github.com/amarula/amarula/storage"
@@ -31,6 +32,7 @@ import (
 type parts struct {
 	store      storage.Store
 	objects    s3.Objects
+	media      *media.Worker
 	etcd       *clientv3.Client
 	catalog    catalog.Catalog
 	leases     lease.Manager
@@ -186,6 +188,7 @@ func (m *Main) openParts(ctx context.Context) (err error) {
 		return err
 	}
 	p.mirror = newStateMirror(p.store, m.Logger)
+	onNewMessage, afterStore := mediaHooks(func() *media.Worker { return p.media })
 	p.registry, err = registry.New(registry.Config{
 		Node:   m.Config.NodeName,
 		Store:  p.store,
@@ -196,9 +199,15 @@ func (m *Main) openParts(ctx context.Context) (err error) {
 			RootKey:       rootKey,
 			Logger:        m.Logger,
 			OnStateChange: p.mirror.changed,
+			OnNewMessage:  onNewMessage,
+			AfterStore:    afterStore,
+			Media:         session.MediaSending{Objects: p.objects, MaxBytes: m.Config.MediaMaxBytes},
 		},
 	})
 	if err != nil {
+		return err
+	}
+	if err := m.openMedia(p); err != nil {
 		return err
 	}
 	p.mirror.reg = p.registry
@@ -211,7 +220,7 @@ func (m *Main) openParts(ctx context.Context) (err error) {
 	p.webhooks = webhook.NewManager(webhook.ManagerConfig{
 		Log: p.store, KV: p.store, Target: target, Logger: m.Logger, Metrics: wm,
 	})
-	p.runner = &runner{registry: p.registry, webhooks: p.webhooks}
+	p.runner = &runner{registry: p.registry, webhooks: p.webhooks, media: p.media}
 
 	cc, err := m.gossipConfig()
 	if err != nil {
@@ -244,17 +253,18 @@ func (m *Main) openParts(ctx context.Context) (err error) {
 		Cluster: &clusterView{members: p.membership.Members, catalog: p.catalog, owners: ownersOf,
 			self: m.Config.NodeName, selfLoad: func() int { return len(p.registry.List()) }},
 		Move:       &moveHandler{move: p.reconciler.Move},
+		Media:      &api.MediaHandler{Messages: p.registry.Messages(), Objects: p.objects, Logger: m.Logger},
 		Dashboard:  dashboard.Handler(),
 		Gatherer:   m.Registry,
 		Registerer: m.Registry,
 		Logger:     m.Logger,
-		Errors: []api.ErrorMapping{
+		Errors: append([]api.ErrorMapping{
 			{Err: registry.ErrNotFound, Status: http.StatusServiceUnavailable, Code: "no_session"},
 			{Err: registry.ErrRunning, Status: http.StatusConflict, Code: "already_running"},
 			{Err: registry.ErrClosed, Status: http.StatusServiceUnavailable, Code: "unavailable"},
 			{Err: lease.ErrHeld, Status: http.StatusConflict, Code: "owned_elsewhere"},
 			{Err: lease.ErrLost, Status: http.StatusServiceUnavailable, Code: "no_lease"},
-		},
+		}, mediaErrors...),
 	})
 	if err != nil {
 		return err
@@ -312,6 +322,7 @@ func (m *Main) startParts(ctx context.Context) {
 		defer m.bg.Done()
 		p.mirror.run(ctx)
 	}()
+	m.runMedia(ctx, p.media)
 	m.bg.Add(1)
 	go func() {
 		defer m.bg.Done()
