@@ -243,19 +243,22 @@ func mediaMime(kind, declared, served, sniffed string) (string, error) {
 		}
 		return mt
 	}
+	rawDeclared, rawServed := declared, served
 	declared, served, sniffed = base(declared), base(served), base(sniffed)
-	pick := declared
+	// The declared or served type is sent with its parameters
+	// ("audio/ogg; codecs=opus"); the checks use the bare type.
+	pick, raw := declared, rawDeclared
 	if pick == "" && served != "application/octet-stream" {
-		pick = served
+		pick, raw = served, rawServed
 	}
 	if pick == "" {
-		pick = sniffed
+		pick, raw = sniffed, sniffed
 	}
 	if kind == msgstore.KindDocument {
 		if pick == "" {
-			pick = "application/octet-stream"
+			return "application/octet-stream", nil
 		}
-		return pick, nil
+		return raw, nil
 	}
 	for _, c := range []struct{ what, t string }{{"declared", declared}, {"served", served}, {"detected", sniffed}} {
 		if c.t == "" || c.t == "application/octet-stream" {
@@ -266,10 +269,10 @@ func mediaMime(kind, declared, served, sniffed string) (string, error) {
 		}
 	}
 	if pick == "" || pick == "application/octet-stream" {
-		pick = map[string]string{msgstore.KindImage: "image/jpeg", msgstore.KindSticker: "image/webp", msgstore.KindVideo: "video/mp4",
-			msgstore.KindAudio: "audio/mpeg", msgstore.KindVoice: "audio/ogg; codecs=opus"}[kind]
+		return map[string]string{msgstore.KindImage: "image/jpeg", msgstore.KindSticker: "image/webp", msgstore.KindVideo: "video/mp4",
+			msgstore.KindAudio: "audio/mpeg", msgstore.KindVoice: "audio/ogg; codecs=opus"}[kind], nil
 	}
-	return pick, nil
+	return raw, nil
 }
 
 func fitsKind(kind, t string) bool {
