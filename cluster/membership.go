@@ -65,6 +65,9 @@ type Membership struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
+	// updateMu serialises memberlist.UpdateNode: two concurrent calls
+	// (the publisher and Leave) race inside memberlist.
+	updateMu sync.Mutex
 
 	mu       sync.Mutex
 	meta     Meta
@@ -248,6 +251,8 @@ func (m *Membership) SetMeta(update func(*Meta)) {
 // PublishMeta gossips the current metadata now and waits up to timeout for
 // the broadcast to reach a peer (returns at once when alone).
 func (m *Membership) PublishMeta(timeout time.Duration) error {
+	m.updateMu.Lock()
+	defer m.updateMu.Unlock()
 	if err := m.ml.UpdateNode(timeout); err != nil {
 		return fmt.Errorf("cluster: gossip metadata: %w", err)
 	}
