@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/amarula/amarula/registry"
 	"github.com/amarula/amarula/session"
 	"github.com/amarula/amarula/storage"
+	"github.com/amarula/amarula/storage/s3"
 )
 
 // mediaHooks are the session template's media hooks: every new message
@@ -101,4 +103,24 @@ func (m *Main) runMedia(ctx context.Context, w *media.Worker) {
 			m.Logger.Error("media worker stopped", "err", err)
 		}
 	}()
+}
+
+// mediaSessions adds the media files to a profile's deletion: after the
+// session layer wiped the profile's storage (its media jobs included), the
+// objects under media/<profile>/ go too.
+type mediaSessions struct {
+	*clusterSessions
+	objects s3.Objects
+}
+
+// Delete implements api.Sessions.
+func (ms *mediaSessions) Delete(ctx context.Context, profile string) error {
+	if err := ms.clusterSessions.Delete(ctx, profile); err != nil {
+		return err
+	}
+	// media.ObjectKey: media/<profile>/<message id>.
+	if _, err := ms.objects.DeletePrefix(ctx, "media/"+profile+"/"); err != nil {
+		return fmt.Errorf("delete media of %s: %w", profile, err)
+	}
+	return nil
 }

@@ -206,7 +206,8 @@ func mediaEvents(evs []event, typ, id string) (n, attempts int, reason string) {
 // TestE2EMediaReceive: an image, a document and a voice note sent by a
 // phone are downloaded once into S3 (versitygw) byte-identical, announced
 // once with media.stored, and served by GET media: whole, as a byte range,
-// and as a redirect to a presigned S3 URL.
+// and as a redirect to a presigned S3 URL. Deleting the profile deletes
+// the files.
 func TestE2EMediaReceive(t *testing.T) {
 	forEachStore(t, func(t *testing.T, b backendEnv) {
 		s, me := startSim(t), startMediaS3(t)
@@ -289,6 +290,14 @@ func TestE2EMediaReceive(t *testing.T) {
 		}
 		t.Logf("image %d B, document %d B, voice %d B: stored in S3 byte-identical (sha256) %s after the phone sent them; one media.stored each; GET media whole, range (206), suffix range, 416, presigned redirect all correct",
 			len(files[0].data), len(files[1].data), len(files[2].data), took.Round(time.Millisecond))
+
+		// Deleting the profile deletes its files.
+		c.json(http.MethodDelete, "/v1/profiles/"+profile, nil, http.StatusNoContent, nil)
+		for i, id := range ids {
+			if _, err := me.objs.Stat(context.Background(), media.ObjectKey(profile, id)); err == nil {
+				t.Fatalf("%s: object left in S3 after the profile was deleted", files[i].kind)
+			}
+		}
 	})
 }
 

@@ -242,7 +242,7 @@ func (m *Main) openParts(ctx context.Context) (err error) {
 	p.api, err = api.New(api.Config{
 		AdminKey:  m.Config.AdminKey,
 		Profiles:  p.catalog,
-		Sessions:  &clusterSessions{Registry: p.registry, store: p.store, owners: remote, self: m.Config.NodeName, catalog: p.catalog},
+		Sessions:  &mediaSessions{objects: p.objects, clusterSessions: &clusterSessions{Registry: p.registry, store: p.store, owners: remote, self: m.Config.NodeName, catalog: p.catalog}},
 		Owners:    p.registry,
 		Messages:  p.registry.Messages(),
 		Events:    p.store,
