@@ -1,3 +1,13 @@
+//go:build !race
+
+// This test drops the WhatsApp connection at the moment whatsmeow is sending
+// a retry receipt from its own goroutine. whatsmeow's FrameSocket.SendFrame
+// reads fs.conn without the lock that FrameSocket.Close writes it under (an
+// upstream race in the pinned version, harmless here: the send fails with
+// "socket closed"), which the race detector reports. So the file is left
+// out of the -race run, and `make test` runs it in a second pass without
+// -race (see the Makefile's NORACE_TESTS).
+
 package session_test
 
 import (
