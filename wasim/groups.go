@@ -262,6 +262,7 @@ func (p *Phone) deliverGroup(d *device, g *group, id string, ts int64, dist *waE
 // resendGroup re-sends a group message to one device after its retry
 // receipt: the current sender key and a fresh skmsg.
 func (p *Phone) resendGroup(d *device, g *group, id string, m *waE2E.Message, retryCount int) {
+	p.srv.gx.retries.Add(1)
 	pt, err := phone.EncodeMessage(m)
 	if err != nil {
 		return

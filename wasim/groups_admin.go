@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"go.mau.fi/libsignal/protocol"
 	waBinary "go.mau.fi/whatsmeow/binary"
@@ -34,7 +35,13 @@ type groupState struct {
 	given map[skGiven]bool
 	// seen: the sender key id a phone last got from a device in a group.
 	seen map[skSeen]uint32
+	// retries counts group messages phones re-sent after a retry receipt.
+	retries atomic.Uint64
 }
+
+// GroupRetries is how many group messages simulated phones re-sent (with
+// their sender key) because a companion could not decrypt them.
+func (s *Server) GroupRetries() uint64 { return s.gx.retries.Load() }
 
 type skGiven struct {
 	from  *account
