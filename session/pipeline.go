@@ -26,6 +26,8 @@ func (s *Session) handle(evt any) bool {
 		return s.onMessage(e)
 	case *events.Receipt:
 		return s.onReceipt(e)
+	case *events.JoinedGroup, *events.GroupInfo:
+		return s.onGroupEvent(e) // groups.go
 	case *events.HistorySync:
 		// Dispatched from whatsmeow's history goroutine (its result is
 		// not an ack), so storing here blocks no message handling.

@@ -67,6 +67,9 @@ func ParseRecipient(to string) (types.JID, error) {
 		if err != nil || jid.User == "" {
 			return types.EmptyJID, fmt.Errorf("%w: recipient %q is not a valid JID", ErrInvalidRequest, to)
 		}
+		if jid.Server == types.GroupServer {
+			return ParseGroupJID(to) // groups.go
+		}
 		return jid.ToNonAD(), nil
 	}
 	digits := strings.Map(func(r rune) rune {
@@ -133,7 +136,7 @@ func (s *Session) Send(ctx context.Context, req SendRequest) (SendResult, error)
 	}
 	resp, err := cli.SendMessage(ctx, chat, msg, whatsmeow.SendRequestExtra{ID: id})
 	if err != nil {
-		return SendResult{}, fmt.Errorf("session %s: send: %w", s.cfg.Profile, err)
+		return SendResult{}, fmt.Errorf("session %s: send: %w", s.cfg.Profile, s.groupSendError(ctx, chat, err))
 	}
 	evt := (&events.Message{
 		Info: types.MessageInfo{
