@@ -67,6 +67,8 @@ var builtinErrors = []ErrorMapping{
 	{session.ErrNoQR, http.StatusConflict, "no_qr"},
 	{session.ErrNotConnected, http.StatusConflict, "not_connected"},
 	{session.ErrInvalidRequest, http.StatusBadRequest, "invalid_message"},
+	{session.ErrNotInGroup, http.StatusForbidden, "not_in_group"},
+	{session.ErrGroupNotFound, http.StatusNotFound, "group_not_found"},
 	{session.ErrNotRunning, http.StatusServiceUnavailable, "not_running"},
 	{session.ErrLeaseLost, http.StatusServiceUnavailable, "not_owner"},
 	{msgstore.ErrInvalid, http.StatusBadRequest, "invalid_argument"},

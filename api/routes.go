@@ -77,6 +77,8 @@ func (s *Server) routeTable() []route {
 		{"GET /v1/profiles/{id}/messages", scopeProfile, true, s.listMessages},
 		{"GET /v1/profiles/{id}/messages/{msgid}", scopeProfile, true, s.getMessage},
 		{"GET /v1/profiles/{id}/media/{msgid}", scopeProfile, true, s.optional(s.cfg.Media, "media download")},
+		{"GET /v1/profiles/{id}/groups", scopeProfile, true, s.listGroups},
+		{"GET /v1/profiles/{id}/groups/{jid}", scopeProfile, true, s.getGroup},
 
 		{"GET /v1/profiles/{id}/events", scopeProfile, true, s.listEvents},
 		{"GET /v1/profiles/{id}/events/ws", scopeProfile, true, s.eventsWS},

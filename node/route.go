@@ -70,6 +70,8 @@ func needsOwner(method, rest string) bool {
 		return true
 	case method == http.MethodPost && (rest == "pair-phone" || rest == "connect" || rest == "stop"):
 		return true
+	case method == http.MethodGet && (rest == "groups" || strings.HasPrefix(rest, "groups/")):
+		return true // live group metadata from the session
 	}
 	return false
 }
