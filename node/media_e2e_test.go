@@ -64,6 +64,22 @@ func (e *mediaEnv) env(env map[string]string) map[string]string {
 	return env
 }
 
+// startMediaNode starts a node on b with its media in versitygw (me),
+// creates profile and pairs it with the sim's own phone; tweak, if set,
+// adjusts the config first.
+func startMediaNode(t testing.TB, s *sim, me *mediaEnv, b backendEnv, profile string, tweak func(*Config)) *testNode {
+	t.Helper()
+	cfg := nodeConfig(s, b, profile)
+	me.configure(&cfg)
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	n := startNode(t, cfg)
+	n.api.createProfile(profile, nil)
+	n.api.pair(s, profile)
+	return n
+}
+
 // object reads key straight from the bucket and returns its SHA-256.
 func (e *mediaEnv) objectSHA(t testing.TB, key string) (string, int64) {
 	t.Helper()
@@ -210,14 +226,10 @@ func mediaEvents(evs []event, typ, id string) (n, attempts int, reason string) {
 // the files.
 func TestE2EMediaReceive(t *testing.T) {
 	forEachStore(t, func(t *testing.T, b backendEnv) {
-		s, me := startSim(t), startMediaS3(t)
-		cfg := nodeConfig(s, b, "media")
-		me.configure(&cfg)
-		n := startNode(t, cfg)
-		c := n.api
 		const profile = "pics"
-		c.createProfile(profile, nil)
-		c.pair(s, profile)
+		s, me := startSim(t), startMediaS3(t)
+		n := startMediaNode(t, s, me, b, profile, nil)
+		c := n.api
 
 		files := mediaFiles(t)
 		ids := make([]string, len(files))
@@ -307,14 +319,9 @@ func TestE2EMediaReceive(t *testing.T) {
 // re-upload (media retry receipt), and the file is stored byte-identical.
 func TestE2EMediaRetry(t *testing.T) {
 	b := newBackend(t, storeKinds[0])
-	s, me := startSim(t), startMediaS3(t)
-	cfg := nodeConfig(s, b, "retry")
-	me.configure(&cfg)
-	n := startNode(t, cfg)
-	c := n.api
 	const profile = "expired"
-	c.createProfile(profile, nil)
-	c.pair(s, profile)
+	s, me := startSim(t), startMediaS3(t)
+	c := startMediaNode(t, s, me, b, profile, nil).api
 
 	c.json(http.MethodPost, "/v1/profiles/"+profile+"/stop", nil, http.StatusOK, nil)
 	c.waitState(profile, "stopped", 20*time.Second)
@@ -505,20 +512,17 @@ func TestE2EMediaKill9MidDownload(t *testing.T) {
 // answers 404 media_failed.
 func TestE2EMediaCorrupt(t *testing.T) {
 	b := newBackend(t, storeKinds[0])
+	const profile = "damaged"
 	s, me := startSim(t), startMediaS3(t)
 	px := startMediaProxy(t, s)
 	px.corrupt.Store(true)
-	cfg := nodeConfig(s, b, "corrupt")
-	me.configure(&cfg)
-	cfg.WhatsAppURL = px.url()
-	cfg.tuneMedia = func(mc *media.Config) {
-		mc.MaxAttempts, mc.BackoffBase, mc.BackoffMax = 3, 100*time.Millisecond, 200*time.Millisecond
-	}
-	n := startNode(t, cfg)
+	n := startMediaNode(t, s, me, b, profile, func(cfg *Config) {
+		cfg.WhatsAppURL = px.url()
+		cfg.tuneMedia = func(mc *media.Config) {
+			mc.MaxAttempts, mc.BackoffBase, mc.BackoffMax = 3, 100*time.Millisecond, 200*time.Millisecond
+		}
+	})
 	c := n.api
-	const profile = "damaged"
-	c.createProfile(profile, nil)
-	c.pair(s, profile)
 
 	f := mediaFiles(t)[0]
 	id := phoneSendsMedia(t, s, f, "")
@@ -550,15 +554,10 @@ func TestE2EMediaCorrupt(t *testing.T) {
 // the wrong type.
 func TestE2EMediaSend(t *testing.T) {
 	forEachStore(t, func(t *testing.T, b backendEnv) {
-		s, me := startSim(t), startMediaS3(t)
-		cfg := nodeConfig(s, b, "sender")
-		me.configure(&cfg)
-		cfg.MediaMaxBytes = 2 << 20
-		n := startNode(t, cfg)
-		c := n.api
 		const profile = "outbox"
-		c.createProfile(profile, nil)
-		c.pair(s, profile)
+		s, me := startSim(t), startMediaS3(t)
+		n := startMediaNode(t, s, me, b, profile, func(cfg *Config) { cfg.MediaMaxBytes = 2 << 20 })
+		c := n.api
 
 		files := mediaFiles(t)
 		big := randomFile("PK\x03\x04", 3<<20)
