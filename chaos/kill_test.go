@@ -51,6 +51,8 @@ func TestChaosKillOwner(t *testing.T) {
 	must(t, c.WaitConnected(ls, 30*time.Second))
 	d, err := c.CheckStored(sent, 90*time.Second)
 	must(t, err)
+	figures(t, "kill-9-delivery", "profiles", len(ls), "sent", d.Sent, "stored", d.Stored, "duplicated", d.Duplicated, "lost", d.Lost,
+		"send_errors", sendErrs)
 	_ = c.SendLatencies()
 	out, dec, dup, err := c.SendFromProfiles(ls, "after-kill", 60*time.Second)
 	must(t, err)
