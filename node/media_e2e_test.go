@@ -135,6 +135,8 @@ func mediaFiles(t testing.TB) []mediaFile {
 		{kind: "image", mime: "image/png", data: testPNG(t, 200)},
 		{kind: "document", mime: "application/pdf", name: "report.pdf", data: randomFile("%PDF-1.4\n", 700<<10)},
 		{kind: "voice", mime: "audio/ogg; codecs=opus", data: randomFile("OggS", 48<<10)},
+		{kind: "video", mime: "video/mp4", data: randomFile("\x00\x00\x00\x20ftypmp42", 300<<10)},
+		{kind: "sticker", mime: "image/webp", data: randomFile("RIFF\x00\x50\x00\x00WEBPVP8 ", 20<<10)},
 	}
 }
 
@@ -219,8 +221,8 @@ func mediaEvents(evs []event, typ, id string) (n, attempts int, reason string) {
 	return n, attempts, reason
 }
 
-// TestE2EMediaReceive: an image, a document and a voice note sent by a
-// phone are downloaded once into S3 (versitygw) byte-identical, announced
+// TestE2EMediaReceive: an image, a document, a voice note, a video and a
+// sticker sent by a phone are downloaded once into S3 (versitygw) byte-identical, announced
 // once with media.stored, and served by GET media: whole, as a byte range,
 // and as a redirect to a presigned S3 URL. Deleting the profile deletes
 // the files.
@@ -300,8 +302,8 @@ func TestE2EMediaReceive(t *testing.T) {
 				t.Fatalf("%s: media.failed", files[i].kind)
 			}
 		}
-		t.Logf("image %d B, document %d B, voice %d B: stored in S3 byte-identical (sha256) %s after the phone sent them; one media.stored each; GET media whole, range (206), suffix range, 416, presigned redirect all correct",
-			len(files[0].data), len(files[1].data), len(files[2].data), took.Round(time.Millisecond))
+		t.Logf("image %d B, document %d B, voice %d B, video %d B, sticker %d B: stored in S3 byte-identical (sha256) %s after the phone sent them; one media.stored each; GET media whole, range (206), suffix range, 416, presigned redirect all correct",
+			len(files[0].data), len(files[1].data), len(files[2].data), len(files[3].data), len(files[4].data), took.Round(time.Millisecond))
 
 		// Deleting the profile deletes its files.
 		c.json(http.MethodDelete, "/v1/profiles/"+profile, nil, http.StatusNoContent, nil)
@@ -547,7 +549,7 @@ func TestE2EMediaCorrupt(t *testing.T) {
 }
 
 // TestE2EMediaSend: media sent through the API — inline base64 (image,
-// voice) and by URL from an HTTP server (document) — arrives at the phone
+// voice note, video, sticker) and by URL from an HTTP server (document) — arrives at the phone
 // byte-identical, is stored with its object copy in S3, and GET media
 // serves it. Bad input answers 4xx: an unreachable URL, a URL that answers
 // 404, a file over AMARULA_MEDIA_MAX_BYTES (by URL and inline), a file of
@@ -591,6 +593,8 @@ func TestE2EMediaSend(t *testing.T) {
 			{files[0], map[string]any{"kind": "image", "data": base64.StdEncoding.EncodeToString(files[0].data), "caption": "a picture"}},
 			{files[1], map[string]any{"kind": "document", "url": web.URL + "/report.pdf", "file_name": "report.pdf", "caption": "the report"}},
 			{files[2], map[string]any{"kind": "voice", "mime": "audio/ogg; codecs=opus", "data": base64.StdEncoding.EncodeToString(files[2].data)}},
+			{files[3], map[string]any{"kind": "video", "data": base64.StdEncoding.EncodeToString(files[3].data), "caption": "a clip"}},
+			{files[4], map[string]any{"kind": "sticker", "data": base64.StdEncoding.EncodeToString(files[4].data)}},
 		}
 		for _, sd := range sends {
 			start := time.Now()
@@ -603,8 +607,8 @@ func TestE2EMediaSend(t *testing.T) {
 			if m.Media == nil || m.Media.State != msgstore.MediaStored || m.Media.SHA256 != sha(sd.f.data) || !m.FromMe {
 				t.Fatalf("%s: stored sent message %+v", sd.f.kind, m.Media)
 			}
-			if kind := map[string]string{"image": "image", "document": "document", "voice": "voice"}[sd.f.kind]; m.Media.Kind != kind {
-				t.Fatalf("%s: stored kind %s", sd.f.kind, m.Media.Kind)
+			if m.Media.Kind != sd.f.kind || (sd.f.kind != "document" && m.Media.Mime != sd.f.mime) {
+				t.Fatalf("%s: stored kind %s, mime %s", sd.f.kind, m.Media.Kind, m.Media.Mime)
 			}
 			if got, _ := me.objectSHA(t, m.Media.ObjectKey); got != sha(sd.f.data) {
 				t.Fatalf("%s: S3 copy sha %s", sd.f.kind, got)
