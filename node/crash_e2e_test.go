@@ -163,11 +163,11 @@ func TestE2ECrash(t *testing.T) {
 }
 
 // TestE2EShutdown sends SIGTERM to the real binary while a connected
-// profile receives a stream of messages: it exits 0 within 10 s, the
+// profile receives a stream of 300 messages: it exits 0 within 10 s, the
 // restart needs no pairing, and every message is stored exactly once.
 func TestE2EShutdown(t *testing.T) {
 	const (
-		total   = 200
+		total   = 300
 		termAt  = 50
 		profile = "graceful"
 	)
