@@ -14,6 +14,7 @@ import (
 
 	"go.mau.fi/whatsmeow/types"
 
+	"github.com/amarula/amarula/internal/testenv"
 	"github.com/amarula/amarula/msgstore"
 	"github.com/amarula/amarula/wasim"
 )
@@ -71,8 +72,9 @@ func groupEventHas(gid types.JID, key, jid string) func(e event) bool {
 
 // sendAll makes each phone send one text to the group and checks the
 // gateway stores it with the group as chat and the phone as sender.
-func sendAll(t *testing.T, s *sim, c *apiClient, profile string, gid types.JID, phones []*wasim.Phone, names []string, label string) {
+func sendAll(t *testing.T, s *sim, c *apiClient, profile string, gid types.JID, phones []*wasim.Phone, names []string, label string) []string {
 	t.Helper()
+	var ids []string
 	for i, p := range phones {
 		text := fmt.Sprintf("%s from %s", label, names[i])
 		mid, err := p.SendText(gid, text)
@@ -86,7 +88,9 @@ func sendAll(t *testing.T, s *sim, c *apiClient, profile string, gid types.JID, 
 			}
 			return nil
 		})
+		ids = append(ids, mid)
 	}
+	return ids
 }
 
 // apiSendAll sends a text to the group through the API and waits until
@@ -113,7 +117,8 @@ func apiSendAll(t *testing.T, s *sim, c *apiClient, profile string, gid types.JI
 // two other phones; the gateway announces group.joined and serves the group
 // (list and one); each phone's messages are stored with chat = group and
 // from = that phone (with its push name); a send through the API reaches
-// every phone, which decrypts it; a participant added later decrypts the
+// every phone, which decrypts it, and so do a reply (quoting a member's
+// message) and a reaction (naming the member); a participant added later decrypts the
 // next message; a subject change is announced and served; after a restart
 // of the node, messages both ways decrypt with the sender keys kept in
 // storage (the phones hand out their sender keys once, and no retry is
@@ -158,8 +163,23 @@ func TestE2EGroups(t *testing.T) {
 		phones := []*wasim.Phone{s.peer, carol, dave}
 		names := []string{"Peer", "Carol", "Dave"}
 		numbers := []string{peerNumber, carol.JID().User, dave.JID().User}
-		sendAll(t, s, c, id, gid, phones, names, "hello")
+		in := sendAll(t, s, c, id, gid, phones, names, "hello")
 		apiSendAll(t, s, c, id, gid, numbers, "hello team")
+
+		// A reply quoting Carol and a reaction to her message, through the
+		// API: the phones get them with the right quote and target.
+		reply := c.send(id, map[string]any{"to": gid.String(), "text": "hi carol", "reply_to": in[1]})
+		s.waitReceived(t, peerNumber, reply.ID)
+		if q := quotedID(s, reply.ID); q != in[1] {
+			t.Fatalf("group reply quotes %q, want %q", q, in[1])
+		}
+		react := c.send(id, map[string]any{"to": gid.String(), "reaction": map[string]any{"target_id": in[1], "emoji": "👍"}})
+		if got := s.waitReceived(t, carol.JID().User, react.ID); got.Type != "reaction" || got.TargetID != in[1] || got.Text != "👍" {
+			t.Fatalf("carol got the reaction as %+v", got)
+		}
+		if key := reactionKey(s, carol, react.ID); key != carol.JID().String() {
+			t.Fatalf("reaction names participant %q, want carol", key)
+		}
 		keyBefore, ok := s.peer.SenderKeyID(gid, deviceJID)
 		if !ok {
 			t.Fatal("the phones did not get the gateway's sender key")
@@ -247,4 +267,84 @@ func TestE2EGroups(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestE2EGroupsHandOff: two nodes (etcd, Redis). After the owner of the
+// profile stops (its profile is handed off to the other node), a group
+// message sent through the new owner's API right away decrypts for every
+// phone with the same sender key, and the phones' messages decrypt on the
+// new owner with the sender keys they distributed before (no retry).
+func TestE2EGroupsHandOff(t *testing.T) {
+	s := startSim(t)
+	s.srv.SetSenderKeyOnce(true)
+	carol, _ := s.srv.CreatePhone("15550003333", "Carol")
+	etcd := testenv.StartEtcd(t)
+	b := newBackend(t, storeKinds[1])
+	gossip := []string{fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)), fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))}
+	nodes := map[string]*testNode{}
+	for i, name := range []string{"n1", "n2"} {
+		cfg := nodeConfig(s, b, name)
+		cfg.DataDir = t.TempDir()
+		cfg.EtcdEndpoints = etcd.Endpoints()
+		cfg.GossipBind = gossip[i]
+		if i > 0 {
+			cfg.Join = gossip[:1]
+		}
+		cfg.LeaseTTL = 3 * time.Second
+		nodes[name] = startNode(t, cfg)
+	}
+	c := nodes["n1"].api
+	const id = "alice"
+	c.createProfile(id, nil)
+	device, _ := c.pair(s, id)
+	deviceJID := userJID(t, device)
+	gid := s.createGroup(t, "team", peerNumber, ownNumber, carol.JID().User)
+	c.waitEvent(id, "group.joined", "", groupEventHas(gid, "", ""))
+	phones, names := []*wasim.Phone{s.peer, carol}, []string{"Peer", "Carol"}
+	numbers := []string{peerNumber, carol.JID().User}
+	sendAll(t, s, c, id, gid, phones, names, "before")
+	apiSendAll(t, s, c, id, gid, numbers, "before the hand-off")
+	keyBefore, _ := s.peer.SenderKeyID(gid, deviceJID)
+	retries := s.srv.GroupRetries()
+
+	owner := c.profile(id).Owner
+	next := map[string]string{"n1": "n2", "n2": "n1"}[owner]
+	if next == "" {
+		t.Fatalf("profile owned by %q", owner)
+	}
+	start := time.Now()
+	if err := nodes[owner].stop(); err != nil {
+		t.Fatal(err)
+	}
+	c = nodes[next].api
+	waitFor(t, "the other node to own and connect the profile", 30*time.Second, func() error {
+		if p := c.profile(id); p.Owner != next || p.State != "connected" {
+			return fmt.Errorf("owner %q state %q", p.Owner, p.State)
+		}
+		return nil
+	})
+	t.Logf("hand-off %s → %s: connected after %v", owner, next, time.Since(start).Round(time.Millisecond))
+	apiSendAll(t, s, c, id, gid, numbers, "right after the hand-off")
+	sendAll(t, s, c, id, gid, phones, names, "after")
+	if got := s.srv.GroupRetries(); got != retries {
+		t.Fatalf("%d group messages needed a retry after the hand-off", got-retries)
+	}
+	if keyAfter, _ := s.peer.SenderKeyID(gid, deviceJID); keyAfter != keyBefore {
+		t.Fatalf("sender key changed across the hand-off: %d, was %d", keyAfter, keyBefore)
+	}
+	var one groupJSON
+	c.json(http.MethodGet, "/v1/profiles/"+id+"/groups/"+gid.User, nil, http.StatusOK, &one)
+	if len(one.Participants) != 3 {
+		t.Fatalf("group on the new owner: %+v", one)
+	}
+}
+
+// reactionKey is the participant a reaction received by phone p names.
+func reactionKey(s *sim, p *wasim.Phone, id string) string {
+	for _, m := range p.Messages(0) {
+		if m.ID == id && m.Message != nil {
+			return m.Message.GetReactionMessage().GetKey().GetParticipant()
+		}
+	}
+	return ""
 }
