@@ -241,6 +241,9 @@ func TestE2ELifecycle(t *testing.T) {
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
+		if st, raw, _ := c.do(http.MethodPost, "/v1/profiles/"+id+"/messages", map[string]any{"to": s.peerJID(), "text": "during conflict"}, nil); st != http.StatusConflict || !strings.Contains(string(raw), "not_connected") {
+			t.Fatalf("send during conflict: %d %s, want 409 not_connected", st, raw)
+		}
 		t.Logf("440: conflict held 3s, connections_total stayed %d, replaced_total %d, overlap %d ms", d0.ConnectionsTotal, d0.ReplacedTotal, d0.OverlapMsTotal)
 		if err := n2.stop(); err != nil {
 			t.Fatalf("stop the second client: %v", err)
