@@ -191,16 +191,16 @@ func (s *Server) AddParticipants(gid types.JID, by *Phone, phones ...*Phone) err
 	if err != nil {
 		return err
 	}
+	accts, err := distinctAccounts(phones)
+	if err != nil {
+		return err
+	}
 	g.mu.Lock()
 	old := append([]*account(nil), g.members...)
 	var added []*account
-	for _, p := range phones {
-		if p == nil {
-			g.mu.Unlock()
-			return fmt.Errorf("%w: unknown participant", ErrUnknownPhone)
-		}
-		if !containsAcct(g.members, p.acct) && !containsAcct(added, p.acct) {
-			added = append(added, p.acct)
+	for _, a := range accts {
+		if !containsAcct(g.members, a) {
+			added = append(added, a)
 		}
 	}
 	g.members = append(g.members, added...)
@@ -213,6 +213,21 @@ func (s *Server) AddParticipants(gid types.JID, by *Phone, phones ...*Phone) err
 	return nil
 }
 
+// distinctAccounts returns the accounts of phones without repeats; a nil
+// phone (an unknown number) is an error.
+func distinctAccounts(phones []*Phone) ([]*account, error) {
+	var out []*account
+	for _, p := range phones {
+		if p == nil {
+			return nil, fmt.Errorf("%w: unknown participant", ErrUnknownPhone)
+		}
+		if !containsAcct(out, p.acct) {
+			out = append(out, p.acct)
+		}
+	}
+	return out, nil
+}
+
 // RemoveParticipants removes phones from group gid on behalf of by (nil:
 // the creator). Every member before the change, the removed ones included,
 // gets a <remove> notification (events.GroupInfo.Leave). The creator
@@ -222,25 +237,20 @@ func (s *Server) RemoveParticipants(gid types.JID, by *Phone, phones ...*Phone) 
 	if err != nil {
 		return err
 	}
+	accts, err := distinctAccounts(phones)
+	if err != nil {
+		return err
+	}
+	if containsAcct(accts, g.creator) {
+		return fmt.Errorf("%w: the creator cannot be removed", ErrInvalidRequest)
+	}
 	g.mu.Lock()
 	old := append([]*account(nil), g.members...)
-	var removed []*account
-	for _, p := range phones {
-		if p == nil {
-			g.mu.Unlock()
-			return fmt.Errorf("%w: unknown participant", ErrUnknownPhone)
-		}
-		if p.acct == g.creator {
-			g.mu.Unlock()
-			return fmt.Errorf("%w: the creator cannot be removed", ErrInvalidRequest)
-		}
-		if containsAcct(g.members, p.acct) && !containsAcct(removed, p.acct) {
-			removed = append(removed, p.acct)
-		}
-	}
-	kept := g.members[:0:0]
+	var removed, kept []*account
 	for _, m := range g.members {
-		if !containsAcct(removed, m) {
+		if containsAcct(accts, m) {
+			removed = append(removed, m)
+		} else {
 			kept = append(kept, m)
 		}
 	}
@@ -366,6 +376,18 @@ func (s *Server) adminGetGroup(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, in)
 }
 
+// actor resolves the optional "by" of a group admin request (nil: the
+// creator).
+func (s *Server) actor(number string) (*Phone, error) {
+	if number == "" {
+		return nil, nil
+	}
+	if p := s.Phone(number); p != nil {
+		return p, nil
+	}
+	return nil, fmt.Errorf("%w: %s", ErrUnknownPhone, number)
+}
+
 // phones resolves phone numbers; the first unknown one is an error.
 func (s *Server) phones(numbers []string) ([]*Phone, error) {
 	out := make([]*Phone, 0, len(numbers))
@@ -398,12 +420,10 @@ func (s *Server) adminGroupParticipants(w http.ResponseWriter, r *http.Request) 
 		writeErr(w, fmt.Errorf("%w: add or remove required", ErrInvalidRequest))
 		return
 	}
-	var by *Phone
-	if req.By != "" {
-		if by = s.Phone(req.By); by == nil {
-			writeErr(w, fmt.Errorf("%w: %s", ErrUnknownPhone, req.By))
-			return
-		}
+	by, err := s.actor(req.By)
+	if err != nil {
+		writeErr(w, err)
+		return
 	}
 	add, err := s.phones(req.Add)
 	if err == nil {
@@ -436,12 +456,10 @@ func (s *Server) adminGroupSubject(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	var by *Phone
-	if req.By != "" {
-		if by = s.Phone(req.By); by == nil {
-			writeErr(w, fmt.Errorf("%w: %s", ErrUnknownPhone, req.By))
-			return
-		}
+	by, err := s.actor(req.By)
+	if err != nil {
+		writeErr(w, err)
+		return
 	}
 	if err := s.SetGroupSubject(gid, by, req.Subject); err != nil {
 		s.writeGroupErr(w, err)
