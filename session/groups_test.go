@@ -134,3 +134,28 @@ func TestGroupEventsAndCache(t *testing.T) {
 		}
 	})
 }
+
+// FuzzParseGroupJID: whatever the API passes in, ParseGroupJID either
+// refuses it with ErrInvalidRequest or returns a group JID that parses
+// back to itself.
+func FuzzParseGroupJID(f *testing.F) {
+	for _, s := range []string{"120363100000000001@g.us", "1-2", "abc@g.us", "@", "", "1@g.us@g.us", "١٢٣@g.us"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		j, err := session.ParseGroupJID(s)
+		if err != nil {
+			if !errors.Is(err, session.ErrInvalidRequest) {
+				t.Fatalf("%q: %v", s, err)
+			}
+			return
+		}
+		if j.Server != types.GroupServer || j.Device != 0 {
+			t.Fatalf("%q → %v", s, j)
+		}
+		again, err := session.ParseGroupJID(j.String())
+		if err != nil || again != j {
+			t.Fatalf("%q → %v → %v %v", s, j, again, err)
+		}
+	})
+}
