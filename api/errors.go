@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 
 	"github.com/amarula/amarula/catalog"
@@ -105,6 +106,13 @@ func (s *Server) toError(err error) *Error {
 				return &Error{Status: m.Status, Code: m.Code, Message: err.Error()}
 			}
 		}
+	}
+	// A backend that cannot be reached (Redis down, a refused or timed-out
+	// connection) is a 503 the client may retry, like /readyz says, not an
+	// internal error. The detail (addresses) stays in the log.
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "a backend is unreachable; retry later"}
 	}
 	return &Error{Status: http.StatusInternalServerError, Code: "internal", Message: "internal error"}
 }
