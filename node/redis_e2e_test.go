@@ -2,6 +2,8 @@ package node
 
 import (
 	"errors"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 )
@@ -11,7 +13,7 @@ import (
 // AOF directory: the session stops taking messages while storage is gone
 // (they stay queued, unacknowledged, in WhatsApp), reconnects when Redis is
 // back, and every message is stored, announced and delivered to the webhook
-// exactly once.
+// exactly once. Meanwhile the API answers 503 unavailable, not 500.
 func TestE2ERedisCrash(t *testing.T) {
 	const (
 		total   = 300
@@ -38,6 +40,9 @@ func TestE2ERedisCrash(t *testing.T) {
 		return nil
 	})
 	down := s.device(t, device)
+	if st, raw, _ := c.do(http.MethodGet, "/v1/profiles/"+profile, nil, nil); st != http.StatusServiceUnavailable || !strings.Contains(string(raw), `"unavailable"`) {
+		t.Fatalf("GET profile while Redis is down: %d %s, want 503 unavailable", st, raw)
+	}
 	b.redis.Restart(t)
 	ids := phone.wait(t)
 	c.waitState(profile, "connected", 30*time.Second)
