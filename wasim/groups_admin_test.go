@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"go.mau.fi/whatsmeow"
 	"go.mau.fi/whatsmeow/proto/waE2E"
 	"go.mau.fi/whatsmeow/types"
 	"go.mau.fi/whatsmeow/types/events"
@@ -164,5 +165,36 @@ func TestGroupAdminAPI(t *testing.T) {
 		if st != c.want || !strings.Contains(body, c.has) {
 			t.Errorf("%s %s %s: %d %s, want %d with %q", c.method, c.path, c.body, st, body, c.want, c.has)
 		}
+	}
+}
+
+// TestGroupAdminFromClient: whatsmeow's CreateGroup, UpdateGroupParticipants
+// and SetGroupName work against wasim; only the creator may change a group.
+func TestGroupAdminFromClient(t *testing.T) {
+	s := newScenario(t)
+	h, alice, bob, a1, ctx := s.harness, s.alice, s.bob, s.c, s.ctx
+	carol, _ := h.srv.CreatePhone("15550003333", "Carol")
+	info, err := a1.cli.CreateGroup(ctx, whatsmeow.ReqCreateGroup{Name: "made by alice", Participants: []types.JID{bob.JID()}})
+	if err != nil || info.Name != "made by alice" || len(info.Participants) != 2 {
+		t.Fatalf("CreateGroup %+v %v", info, err)
+	}
+	waitEvent[*events.JoinedGroup](a1, 10*time.Second, func(e *events.JoinedGroup) bool { return e.JID == info.JID })
+	parts, err := a1.cli.UpdateGroupParticipants(ctx, info.JID, []types.JID{carol.JID(), mustJID("19999999999@s.whatsapp.net")}, whatsmeow.ParticipantChangeAdd)
+	if err != nil || len(parts) != 2 || parts[0].Error != 0 || parts[1].Error != 404 {
+		t.Fatalf("add %+v %v", parts, err)
+	}
+	waitEvent[*events.GroupInfo](a1, 10*time.Second, func(e *events.GroupInfo) bool { return len(e.Join) == 1 && e.Join[0].User == carol.JID().User })
+	must(t, a1.cli.SetGroupName(ctx, info.JID, "renamed"))
+	if _, err := a1.cli.UpdateGroupParticipants(ctx, info.JID, []types.JID{bob.JID()}, whatsmeow.ParticipantChangeRemove); err != nil {
+		t.Fatal(err)
+	}
+	g, err := h.srv.Group(info.JID)
+	if err != nil || g.Subject != "renamed" || len(g.Participants) != 2 || g.Creator != alice.JID().String() {
+		t.Fatalf("group after the changes %+v %v", g, err)
+	}
+	// Bob (not the creator, and no longer in it) may not change it.
+	b1 := h.pairQR(bob)
+	if err := b1.cli.SetGroupName(ctx, info.JID, "mine"); err == nil {
+		t.Fatal("a non-admin renamed the group")
 	}
 }

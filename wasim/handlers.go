@@ -111,6 +111,9 @@ func (c *conn) handleIQ(n *waBinary.Node) {
 			c.srv.groupsParticipating(c, n)
 			return
 		}
+		if typ == "set" && c.srv.groupSet(c, n, first) {
+			return
+		}
 		c.srv.logUnknownOnce("iq:w:g2/" + first.Tag)
 		_ = c.send(iqError(n, 501, "feature-not-implemented"))
 	case "w:sync:app:state":
