@@ -500,7 +500,14 @@ func (c *apiClient) waitState(id, want string, timeout time.Duration) profileJSO
 	c.t.Helper()
 	var p profileJSON
 	waitFor(c.t, "profile "+id+" state "+want, timeout, func() error {
-		p = c.profile(id)
+		status, raw, _ := c.do(http.MethodGet, "/v1/profiles/"+id, nil, nil)
+		if status != http.StatusOK {
+			return fmt.Errorf("status %d: %s", status, raw)
+		}
+		p = profileJSON{}
+		if err := json.Unmarshal(raw, &p); err != nil {
+			return err
+		}
 		if p.State != want {
 			return fmt.Errorf("state %q", p.State)
 		}
