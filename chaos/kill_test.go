@@ -49,7 +49,10 @@ func TestChaosKillOwner(t *testing.T) {
 		}
 	}
 	must(t, c.WaitConnected(ls, 30*time.Second))
-	d, err := c.CheckStored(sent, 90*time.Second)
+	// Long form: the survivors hold 25 profiles each and work through
+	// the backlog slowly (see docs/reliability.md, Redis pool); a message
+	// stored late is not lost.
+	d, err := c.CheckStored(sent, map[bool]time.Duration{false: 90 * time.Second, true: 5 * time.Minute}[long()])
 	must(t, err)
 	figures(t, "kill-9-delivery", "profiles", len(ls), "sent", d.Sent, "stored", d.Stored, "duplicated", d.Duplicated, "lost", d.Lost,
 		"send_errors", sendErrs)
