@@ -4,6 +4,8 @@ package node
 // wasim whose phones create and change groups, on bolt and Redis.
 
 import (
+	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -118,7 +120,8 @@ func apiSendAll(t *testing.T, s *sim, c *apiClient, profile string, gid types.JI
 // (list and one); each phone's messages are stored with chat = group and
 // from = that phone (with its push name); a send through the API reaches
 // every phone, which decrypts it, and so do a reply (quoting a member's
-// message) and a reaction (naming the member); a participant added later decrypts the
+// message), a reaction (naming the member) and an image (byte-identical);
+// a phone's image is stored as group media; a participant added later decrypts the
 // next message; a subject change is announced and served; after a restart
 // of the node, messages both ways decrypt with the sender keys kept in
 // storage (the phones hand out their sender keys once, and no retry is
@@ -180,6 +183,29 @@ func TestE2EGroups(t *testing.T) {
 		if key := reactionKey(s, carol, react.ID); key != carol.JID().String() {
 			t.Fatalf("reaction names participant %q, want carol", key)
 		}
+
+		// Media both ways: an image through the API decrypts byte-identical
+		// on every phone; one from a phone is stored as the group's media.
+		img := testPNG(t, 32)
+		pic := c.send(id, map[string]any{"to": gid.String(), "media": map[string]any{
+			"kind": "image", "data": base64.StdEncoding.EncodeToString(img), "caption": "for the team"}})
+		for _, p := range phones {
+			s.waitReceived(t, p.JID().User, pic.ID)
+			if data := receivedData(p, pic.ID); !bytes.Equal(data, img) {
+				t.Fatalf("%s decrypted %d bytes of the group image, want %d identical", p.JID().User, len(data), len(img))
+			}
+		}
+		mid, err := dave.SendMedia(gid, "image", "image/png", img, "from dave", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.waitMessage(id, mid, func(m msgstore.Message) error {
+			if m.Type != msgstore.TypeMedia || m.Chat != gid.String() || m.From != dave.JID().String() || m.Media == nil ||
+				m.Media.Kind != "image" || m.Media.Caption != "from dave" {
+				return fmt.Errorf("stored as %+v", m)
+			}
+			return nil
+		})
 		keyBefore, ok := s.peer.SenderKeyID(gid, deviceJID)
 		if !ok {
 			t.Fatal("the phones did not get the gateway's sender key")
@@ -347,4 +373,14 @@ func reactionKey(s *sim, p *wasim.Phone, id string) string {
 		}
 	}
 	return ""
+}
+
+// receivedData is the decrypted media of message id as phone p got it.
+func receivedData(p *wasim.Phone, id string) []byte {
+	for _, m := range p.Messages(0) {
+		if m.ID == id {
+			return m.Data
+		}
+	}
+	return nil
 }
