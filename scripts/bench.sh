@@ -21,6 +21,7 @@ suites=(
   "webhook|./webhook/|.|${BENCHTIME:-200x}|-|Webhook delivery"
   "gateway|./node/|Gateway|${BENCHTIME:-1x}|bolt|Gateway end to end: wasim phone → stored → webhook delivered"
   "cluster|./node/|Cluster|${BENCHTIME:-1x}|-|Cluster: failover and takeover"
+  "groups|./node/|GroupSend|${BENCHTIME:-10x}|-|Group send through the API: latency and CPU per send, 10/100/1,000 participants (docs/benchmarks-groups.md)"
 )
 
 {
