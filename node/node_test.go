@@ -12,12 +12,16 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/amarula/amarula/session/sessiontest"
 )
 
 func TestMain(m *testing.M) {
 	// whatsmeow starts one history-sync loop per client on the first
 	// history notification and never stops it (TestE2EHistorySync1000).
-	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("go.mau.fi/whatsmeow.(*Client).handleHistorySyncNotificationLoop"))
+	// Only goroutines whatsmeow itself never stops are ignored (see
+	// sessiontest.GoleakOptions); everything of ours must be gone.
+	goleak.VerifyTestMain(m, sessiontest.GoleakOptions()...)
 }
 
 // startMain runs a node on 127.0.0.1:0 with a temp data dir and returns it
