@@ -67,10 +67,10 @@ type Store struct {
 	now       func() time.Time
 	corrupt   atomic.Uint64
 
-	mu      sync.Mutex
-	closed  bool
-	done    chan struct{}            // closed by Close, wakes every Tail
-	waiters map[string]chan struct{} // per-profile broadcast, closed on append
+	mu     sync.Mutex
+	closed bool
+	done   chan struct{}    // closed by Close
+	notify storage.Notifier // wakes Tail on appends; closed by Close
 }
 
 var _ storage.Store = (*Store)(nil)
@@ -128,7 +128,6 @@ func Open(dir string, opt Options) (*Store, error) {
 		onCorrupt: opt.OnCorrupt,
 		now:       opt.Now,
 		done:      make(chan struct{}),
-		waiters:   make(map[string]chan struct{}),
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -193,6 +192,7 @@ func (s *Store) Close() error {
 	s.closed = true
 	close(s.done)
 	s.mu.Unlock()
+	s.notify.Close()
 	err := s.db.Close()
 	if uerr := unlockDir(s.lock); err == nil && uerr != nil {
 		err = uerr

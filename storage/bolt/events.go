@@ -146,7 +146,7 @@ func (s *Store) Append(ctx context.Context, profile string, token storage.Token,
 	if err != nil {
 		return "", fmt.Errorf("bolt: append %s to %s: %w", typ, profile, err)
 	}
-	s.notify(profile)
+	s.notify.Notify(profile)
 	return cursors[0], nil
 }
 
@@ -193,7 +193,7 @@ func (s *Store) Tail(ctx context.Context, profile, after string, limit int) ([]s
 	for {
 		// Take the channel before reading so an append between the read
 		// and the wait is never missed.
-		wake, err := s.waiter(profile)
+		wake, err := s.notify.Wait(profile)
 		if err != nil {
 			return nil, err
 		}
@@ -205,34 +205,9 @@ func (s *Store) Tail(ctx context.Context, profile, after string, limit int) ([]s
 		case <-wake:
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-s.done:
+		case <-s.notify.Done():
 			return nil, storage.ErrClosed
 		}
-	}
-}
-
-func (s *Store) waiter(profile string) (chan struct{}, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil, storage.ErrClosed
-	}
-	ch := s.waiters[profile]
-	if ch == nil {
-		ch = make(chan struct{})
-		s.waiters[profile] = ch
-	}
-	return ch, nil
-}
-
-// notify wakes every Tail waiting on profile. The map only holds profiles
-// somebody is (or was, until the next append) waiting on.
-func (s *Store) notify(profile string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if ch := s.waiters[profile]; ch != nil {
-		close(ch)
-		delete(s.waiters, profile)
 	}
 }
 

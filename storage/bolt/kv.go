@@ -309,7 +309,7 @@ func (s *Store) Txn(ctx context.Context, profile string, token storage.Token, fn
 			return nil, fmt.Errorf("bolt: commit txn of %s (%d writes, %d events): %w", profile, len(entries), len(events), err)
 		}
 		if len(events) > 0 {
-			s.notify(profile)
+			s.notify.Notify(profile)
 		}
 		return cursors, nil
 	})

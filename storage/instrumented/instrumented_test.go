@@ -13,8 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
-	"github.com/amarula/amarula/storage"
 	"github.com/amarula/amarula/internal/testenv"
+	"github.com/amarula/amarula/storage"
 	"github.com/amarula/amarula/storage/bolt"
 	"github.com/amarula/amarula/storage/redis"
 	"github.com/amarula/amarula/storage/storagetest"

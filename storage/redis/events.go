@@ -120,8 +120,14 @@ func (s *Store) Read(ctx context.Context, profile, after string, limit int) ([]s
 	return s.decodeEntries(profile, msgs), nil
 }
 
-// Tail is Read that waits with XREAD BLOCK, in slices of at most TailBlock
-// so that a cancelled context is noticed promptly.
+// Tail is Read that waits for new events. It holds no Redis connection
+// while it waits: a blocking XREAD per waiting profile would pin one pooled
+// connection each, and a node with more webhook deliverers than pool
+// connections would starve every other storage call. Instead it reads, and
+// when there is nothing waits for an append made through this Store (the
+// owner's own writes: woken at once) or for the poll interval TailBlock
+// (appends by other processes, e.g. a WebSocket reader on another node:
+// seen within TailBlock).
 func (s *Store) Tail(ctx context.Context, profile, after string, limit int) ([]storage.Event, error) {
 	if err := storage.ValidateProfile(profile); err != nil {
 		return nil, err
@@ -132,44 +138,42 @@ func (s *Store) Tail(ctx context.Context, profile, after string, limit int) ([]s
 	if after == "" {
 		after = "0"
 	}
+	timer := time.NewTimer(s.tailBlock)
+	defer timer.Stop()
 	for {
-		if err := s.usable(); err != nil {
-			return nil, err
-		}
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		block := s.tailBlock
-		if dl, ok := ctx.Deadline(); ok {
-			if left := time.Until(dl); left < block {
-				block = left
-			}
+		// Take the wake-up channel before reading so that an append between
+		// the read and the wait is never missed.
+		wake, err := s.notify.Wait(profile)
+		if err != nil {
+			return nil, err
 		}
-		if block < time.Millisecond {
-			block = time.Millisecond
-		}
-		streams, err := s.c.XRead(ctx, &goredis.XReadArgs{
-			Streams: []string{s.eventsKey(profile), after},
-			Count:   int64(storage.NormalizeLimit(limit)),
-			Block:   block,
-		}).Result()
-		if errors.Is(err, goredis.Nil) {
-			continue
-		}
+		evs, err := s.Read(ctx, profile, after, limit)
 		if err != nil {
 			if ctxErr := ctx.Err(); ctxErr != nil {
 				return nil, ctxErr
 			}
-			return nil, fmt.Errorf("redis: tail %s after %s: %w", profile, after, s.mapErr(err))
+			return nil, fmt.Errorf("redis: tail %s after %s: %w", profile, after, err)
 		}
-		for _, st := range streams {
-			if evs := s.decodeEntries(profile, st.Messages); len(evs) > 0 {
-				return evs, nil
+		if len(evs) > 0 {
+			return evs, nil
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
 			}
-			// Only corrupt entries: move past them and keep waiting.
-			if n := len(st.Messages); n > 0 {
-				after = st.Messages[n-1].ID
-			}
+		}
+		timer.Reset(s.tailBlock)
+		select {
+		case <-wake:
+		case <-timer.C:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-s.notify.Done():
+			return nil, storage.ErrClosed
 		}
 	}
 }

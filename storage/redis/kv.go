@@ -100,6 +100,9 @@ func (b *batch) run(ctx context.Context) ([]string, error) {
 		}
 		ids = append(ids, id)
 	}
+	if len(ids) > 0 {
+		b.s.notify.Notify(b.profile)
+	}
 	return ids, nil
 }
 

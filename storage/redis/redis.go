@@ -42,8 +42,9 @@ import (
 	"github.com/amarula/amarula/storage"
 )
 
-// DefaultTailBlock is how long one XREAD BLOCK of Tail waits before Tail
-// checks its context again.
+// DefaultTailBlock is how often a waiting Tail polls Redis for events
+// appended by other processes (appends through the same Store wake it at
+// once).
 const DefaultTailBlock = time.Second
 
 // Options configures a Store. The zero value is valid.
@@ -58,8 +59,9 @@ type Options struct {
 	// Retention bounds every profile's event log. Zero fields take
 	// storage.DefaultRetention; a negative field disables that bound.
 	Retention storage.Retention
-	// TailBlock bounds one blocking XREAD of Tail, and so how late Tail
-	// notices a cancelled context. Default DefaultTailBlock.
+	// TailBlock is how often a waiting Tail polls for events appended by
+	// other processes (a reader on a node that is not the owner). Appends
+	// through this Store wake it at once. Default DefaultTailBlock.
 	TailBlock time.Duration
 	// OnCorrupt, if set, is called once for every corrupt entry read (for a
 	// metric or a log line). It must not block.
@@ -69,6 +71,7 @@ type Options struct {
 // Store is the Redis adapter. It implements storage.Store and is safe for
 // concurrent use.
 type Store struct {
+	notify    storage.Notifier // wakes Tail on appends through this Store
 	c         goredis.UniversalClient
 	prefix    string
 	ret       storage.Retention
@@ -181,6 +184,7 @@ func (s *Store) Close() error {
 	if s.closed.Swap(true) {
 		return nil
 	}
+	s.notify.Close()
 	if err := s.c.Close(); err != nil {
 		return fmt.Errorf("redis: close: %w", err)
 	}
