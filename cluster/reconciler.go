@@ -109,6 +109,7 @@ type Reconciler struct {
 	revokeTry   map[string]time.Time
 	notRevoking map[string]time.Time // dead-looking members seen renewing (logged once per death)
 	quorumSince time.Time            // since when this node has seen a quorum without a break (zero: none now)
+	recheckDead bool                 // a dead-looking member still counted as renewing at the last pass
 	born        time.Time
 	joined      bool
 	watchers    sync.WaitGroup
@@ -384,6 +385,12 @@ func (r *Reconciler) pass(ctx context.Context) time.Duration {
 	if !r.joined {
 		return min(r.cfg.ReconcileInterval, 100*time.Millisecond)
 	}
+	if r.recheckDead {
+		// A member looks dead but its lease still counted as renewed: look
+		// again soon, so a crash is revoked as soon as etcd shows the missed
+		// renewal instead of a whole ReconcileInterval later.
+		return min(r.cfg.ReconcileInterval, 200*time.Millisecond)
+	}
 	if pending {
 		// Come back when the bucket has a token again, with jitter so that
 		// nodes recovering together do not connect in lock-step.
@@ -612,6 +619,7 @@ func (r *Reconciler) revokeDead(ctx context.Context, members []Member) {
 			delete(r.notRevoking, name)
 		}
 	}
+	r.recheckDead = false
 	if len(dead) == 0 || !hasQuorum(members) {
 		return
 	}
@@ -636,6 +644,7 @@ func (r *Reconciler) revokeDead(ctx context.Context, members []Member) {
 			renewing, err := rc.NodeRenewing(rctx, name)
 			if err != nil {
 				cancel()
+				r.recheckDead = true
 				continue
 			}
 			// A member that still renews its etcd lease is alive and only cut
@@ -648,6 +657,7 @@ func (r *Reconciler) revokeDead(ctx context.Context, members []Member) {
 			stable := !r.quorumSince.IsZero() && !r.quorumSince.After(m.Since) && now.Sub(m.Since) >= r.cfg.RevokeFallback
 			if renewing && !stable {
 				cancel()
+				r.recheckDead = true
 				if r.notRevoking[name] != m.Since {
 					r.notRevoking[name] = m.Since
 					r.log.Warn("cluster: member looks dead but still renews its etcd lease; revoking only if our quorum holds", "member", name, "wait", r.cfg.RevokeFallback)
