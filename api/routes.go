@@ -210,7 +210,11 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, sc scope, loads b
 		if s.cfg.Profiles == nil {
 			return notImplemented("the profile catalogue")
 		}
-		p, err := s.cfg.Profiles.Get(r.Context(), id)
+		// Bounded: an unreachable catalogue (etcd cut off) answers 503
+		// instead of holding the request until the client gives up.
+		gctx, cancel := context.WithTimeout(r.Context(), catalogTimeout)
+		p, err := s.cfg.Profiles.Get(gctx, id)
+		cancel()
 		if err != nil {
 			if s.isNotFound(err) {
 				return newError(http.StatusNotFound, "profile_not_found", "profile %q does not exist", id)
@@ -221,6 +225,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, sc scope, loads b
 	}
 	return h(w, r)
 }
+
+// catalogTimeout bounds the catalogue read that precedes every profile
+// route.
+const catalogTimeout = 3 * time.Second
 
 // decodeBody decodes a bounded JSON body into dst.
 func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, dst any, limit int64) *Error {
