@@ -91,6 +91,15 @@ func write(w io.Writer, rs []result, baseline, title string) {
 		}
 	}
 	sort.SliceStable(rs, func(i, j int) bool { return rs[i].pkg+rs[i].name < rs[j].pkg+rs[j].name })
+	if len(base) == 0 {
+		// No baseline in this suite: no ratio column.
+		fmt.Fprintf(w, "| benchmark | ns/op | ops/s | metrics |\n|---|---:|---:|---|\n")
+		for _, r := range rs {
+			fmt.Fprintf(w, "| %s | %.0f | %.0f | %s |\n", r.name, r.nsPerOp, 1e9/r.nsPerOp, strings.Join(r.extra, ", "))
+		}
+		fmt.Fprintln(w)
+		return
+	}
 	fmt.Fprintf(w, "| benchmark | ns/op | ops/s | vs %s | other metrics |\n|---|---:|---:|---:|---|\n", baseline)
 	for _, r := range rs {
 		ratio := ""

@@ -28,3 +28,12 @@ PASS`
 		}
 	}
 }
+
+func TestNoBaselineNoRatioColumn(t *testing.T) {
+	rs := parse(strings.NewReader("pkg: x\nBenchmarkA/bolt-2  10  500 ns/op  3.0 msgs/s\n"))
+	var out bytes.Buffer
+	write(&out, rs, "sqlstore", "")
+	if s := out.String(); strings.Contains(s, "vs sqlstore") || !strings.Contains(s, "| BenchmarkA/bolt | 500 | 2000000 | 3.0 msgs/s |") {
+		t.Fatalf("got\n%s", s)
+	}
+}
