@@ -77,14 +77,18 @@ func (m *Main) Addr() string {
 	return m.listener.Addr().String()
 }
 
-// URL returns http://<listen address> (after Open).
+// URL returns http://<listen address> after Open ("" before), with a
+// wildcard bind replaced by 127.0.0.1.
 func (m *Main) URL() string {
 	addr := m.Addr()
-	if strings.HasPrefix(addr, "[::]:") || strings.HasPrefix(addr, "0.0.0.0:") {
-		_, port, _ := net.SplitHostPort(addr)
-		addr = "127.0.0.1:" + port
+	if addr == "" {
+		return ""
 	}
-	return "http://" + addr
+	host, port, _ := net.SplitHostPort(addr)
+	if host == "" || host == "::" || host == "0.0.0.0" {
+		host = "127.0.0.1" // a wildcard bind is reachable on loopback
+	}
+	return "http://" + net.JoinHostPort(host, port)
 }
 
 // Open prepares the data directory, opens storage and the other backends,
@@ -141,9 +145,6 @@ func (m *Main) ensureAdminKey() error {
 	fmt.Fprintf(m.Out, "Generated admin key (printed once, kept in %s):\n  %s\n", path, key)
 	return nil
 }
-
-// listenerAddr returns the bound listen address ("" before Open).
-func (m *Main) listenerAddr() string { return m.Addr() }
 
 // Run serves until ctx is cancelled, then shuts down within the configured
 // timeout: drain (hand every profile off), stop accepting, stop sessions,

@@ -127,14 +127,7 @@ func (m *Main) advertiseURL() string {
 	if m.Config.AdvertiseURL != "" {
 		return m.Config.AdvertiseURL
 	}
-	if l := m.listenerAddr(); l != "" {
-		host, port, _ := net.SplitHostPort(l)
-		if host == "" || host == "::" || host == "0.0.0.0" {
-			host = "127.0.0.1"
-		}
-		return "http://" + net.JoinHostPort(host, port)
-	}
-	return ""
+	return m.URL()
 }
 
 // openParts builds every component. On error, what was built is closed.
