@@ -147,3 +147,10 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.WriteHeader(status)
 	_, _ = w.Write(append(b, '\n'))
 }
+
+// WriteError answers status with the API's JSON error body
+// {"error":{"code":…,"message":…}}, for handlers outside this package
+// (cluster routing, /v1/cluster, move) that must speak the same shape.
+func WriteError(w http.ResponseWriter, status int, code, message string) {
+	writeJSON(w, status, errorBody{Error: errorDetail{Code: code, Message: message}})
+}

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/amarula/amarula/api"
 	"github.com/amarula/amarula/catalog"
 	"github.com/amarula/amarula/cluster"
 	"github.com/amarula/amarula/storage"
@@ -102,7 +103,7 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	owner, _, err := rt.owners.Owner(lctx, id)
 	cancel()
 	if err != nil {
-		writeRouteError(w, http.StatusServiceUnavailable, "unavailable", fmt.Sprintf("cannot look up the owner of %s: %v", id, err))
+		api.WriteError(w, http.StatusServiceUnavailable, "unavailable", fmt.Sprintf("cannot look up the owner of %s: %v", id, err))
 		return
 	}
 	if owner == "" || owner == rt.self {
@@ -114,7 +115,7 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	base := rt.peerURL(owner)
 	if base == "" {
-		writeRouteError(w, http.StatusServiceUnavailable, "owner_unreachable",
+		api.WriteError(w, http.StatusServiceUnavailable, "owner_unreachable",
 			fmt.Sprintf("profile %s is owned by node %s, which this node cannot reach", id, owner))
 		return
 	}
@@ -140,7 +141,7 @@ func (rt *router) proxy(base, owner string) http.Handler {
 	target, err := url.Parse(base)
 	if err != nil {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			writeRouteError(w, http.StatusServiceUnavailable, "owner_unreachable", fmt.Sprintf("node %s advertises a bad API address", owner))
+			api.WriteError(w, http.StatusServiceUnavailable, "owner_unreachable", fmt.Sprintf("node %s advertises a bad API address", owner))
 		})
 	}
 	if rt.proxies == nil {
@@ -160,19 +161,12 @@ func (rt *router) proxy(base, owner string) http.Handler {
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			writeRouteError(w, http.StatusServiceUnavailable, "owner_unreachable",
+			api.WriteError(w, http.StatusServiceUnavailable, "owner_unreachable",
 				fmt.Sprintf("forwarding to owner %s failed: %v", owner, err))
 		},
 	}
 	rt.proxies[base] = p
 	return p
-}
-
-func writeRouteError(w http.ResponseWriter, status int, code, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	b, _ := json.Marshal(map[string]any{"error": map[string]string{"code": code, "message": msg}})
-	_, _ = w.Write(b)
 }
 
 // clusterView serves GET /v1/cluster.
@@ -197,13 +191,13 @@ func (cv *clusterView) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	ps, err := cv.catalog.List(ctx)
 	if err != nil {
-		writeRouteError(w, http.StatusServiceUnavailable, "unavailable", "catalog: "+err.Error())
+		api.WriteError(w, http.StatusServiceUnavailable, "unavailable", "catalog: "+err.Error())
 		return
 	}
 	owners := map[string]string{}
 	if cv.owners != nil {
 		if owners, err = cv.owners(ctx); err != nil {
-			writeRouteError(w, http.StatusServiceUnavailable, "unavailable", "owners: "+err.Error())
+			api.WriteError(w, http.StatusServiceUnavailable, "unavailable", "owners: "+err.Error())
 			return
 		}
 	}
@@ -252,27 +246,27 @@ func (h *moveHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, 4096))
 	if err != nil {
-		writeRouteError(w, http.StatusBadRequest, "invalid_body", "cannot read body")
+		api.WriteError(w, http.StatusBadRequest, "invalid_body", "cannot read body")
 		return
 	}
 	if len(strings.TrimSpace(string(body))) > 0 {
 		dec := json.NewDecoder(strings.NewReader(string(body)))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&req); err != nil {
-			writeRouteError(w, http.StatusBadRequest, "invalid_json", "body must be {\"node\":\"<name>\"} (or empty for the best other node): "+err.Error())
+			api.WriteError(w, http.StatusBadRequest, "invalid_json", "body must be {\"node\":\"<name>\"} (or empty for the best other node): "+err.Error())
 			return
 		}
 	}
 	to, err := h.move(r.Context(), id, req.Node)
 	switch {
 	case errors.Is(err, cluster.ErrNoTarget):
-		writeRouteError(w, http.StatusConflict, "no_target", err.Error())
+		api.WriteError(w, http.StatusConflict, "no_target", err.Error())
 		return
 	case errors.Is(err, catalog.ErrNotFound):
-		writeRouteError(w, http.StatusNotFound, "profile_not_found", err.Error())
+		api.WriteError(w, http.StatusNotFound, "profile_not_found", err.Error())
 		return
 	case err != nil:
-		writeRouteError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+		api.WriteError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
